@@ -1,0 +1,175 @@
+"""The `aecodec` command: compress, decompress, info, bench, train, export.
+
+Exit codes: 0 success, 1 bad input or I/O error (one line on stderr, no traceback), 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import AecError
+
+EXAMPLES = """examples:
+  aecodec compress photo.png                 # writes photo.aec (quality 4)
+  aecodec compress photo.png -q 7 -o hi.aec  # higher quality, more bytes
+  aecodec decompress photo.aec               # writes photo.png
+  aecodec decompress photo.aec -o out.jpg    # any format Pillow writes, by extension
+  aecodec info photo.aec                     # header fields, no decoding
+  cat a.png | aecodec compress - -o - > a.aec
+  aecodec bench ../shared/data/kodak -o results/kodak
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors: one line + exit 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _quality(text: str) -> int:
+    try:
+        q = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"quality must be an integer 1..8, got {text!r}") from None
+    if not 1 <= q <= 8:
+        raise argparse.ArgumentTypeError(f"quality must be 1..8, got {q}")
+    return q
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="aecodec", description="aecodec: a learned image codec (autoencoder + "
+                "k-sparse latent + entropy coding).", epilog=EXAMPLES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"aecodec {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("compress", help="image -> .aec bitstream",
+                       description="Compress an image (any format Pillow reads) into an .aec file.")
+    c.add_argument("input", help="input image, or - for stdin")
+    c.add_argument("-o", "--output", help="output file (default: INPUT with suffix .aec; - for stdout)")
+    c.add_argument("-q", "--quality", type=_quality, default=4,
+                   help="quality level 1 (smallest) .. 8 (best); default 4")
+    c.add_argument("--k", type=_positive_int, default=None,
+                   help="channels kept per latent position (1..192; default: the model's default for the quality)")
+    c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the transforms run (default auto: cuda if available)")
+    c.add_argument("--drop-alpha", action="store_true",
+                   help="allow images with transparency: the alpha channel is discarded")
+    c.add_argument("--reduce-depth", action="store_true",
+                   help="allow 16-bit/float images: they are reduced to 8 bits per channel")
+    c.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    c.add_argument("--quiet", action="store_true", help="print nothing on success")
+
+    d = sub.add_parser("decompress", help=".aec bitstream -> image",
+                       description="Decode an .aec file to an image; the format follows the output extension.")
+    d.add_argument("input", help="input .aec file, or - for stdin")
+    d.add_argument("-o", "--output", help="output image (default: INPUT's stem + .png; - for PNG on stdout)")
+    d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the synthesis transform runs (default auto)")
+    d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    d.add_argument("--quiet", action="store_true", help="print nothing on success")
+
+    i = sub.add_parser("info", help="show the header of an .aec file",
+                       description="Print the header fields of an .aec file without decoding it.")
+    i.add_argument("input", help="input .aec file, or - for stdin")
+
+    b = sub.add_parser("bench", help="rate-distortion benchmark (aecodec vs JPEG, JPEG 2000, ...)",
+                       description="Benchmark codecs over a folder of images, or the Triton kernel "
+                       "with `aecodec bench kernels`.")
+    b.add_argument("directory", help="folder of images, or the word 'kernels' for the kernel benchmark")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    m = sub.add_parser("demo", help="compress + decompress the bundled sample photo",
+                       description="Round-trip the sample photo shipped with the package (kodim23) at "
+                       "every quality and print size, bpp, PSNR and time.")
+    m.add_argument("-q", "--quality", type=_quality, help="only this quality (default: all 8)")
+    m.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+    t = sub.add_parser("train", help="train the model on a folder of images",
+                       description="Train the variable-rate model (CPU or CUDA); writes "
+                       "OUT/checkpoint.safetensors periodically.")
+    t.add_argument("data", help="folder of training images")
+    t.add_argument("--out", default="runs/train", help="output folder for checkpoints (default runs/train)")
+    t.add_argument("--steps", type=_positive_int, default=100_000, help="total steps (default 100000)")
+    t.add_argument("--batch", type=_positive_int, default=16)
+    t.add_argument("--crop", type=_positive_int, default=256)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--lr-min", type=float, default=1e-5)
+    t.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
+    t.add_argument("--k-min", type=int, default=32, help="smallest k drawn during training")
+    t.add_argument("--N", type=_positive_int, default=128)
+    t.add_argument("--M", type=_positive_int, default=192)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    t.add_argument("--resume", help="checkpoint or exported weights to continue from")
+    t.add_argument("--eval-dir", help="folder evaluated periodically (e.g. Kodak; never train on it)")
+    t.add_argument("--eval-every", type=int, default=2000)
+    t.add_argument("--save-every", type=_positive_int, default=1000)
+    t.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this many minutes")
+    t.add_argument("--log-every-s", type=float, default=10.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("export", help="checkpoint -> shipped safetensors weights",
+                       description="Export a training checkpoint to the weights format the package ships.")
+    e.add_argument("checkpoint")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--name", default="aec-hp-128-192")
+    e.add_argument("--default-k", help="default k per quality, comma-separated (one value for all)")
+    e.add_argument("--register", action="store_true",
+                   help="also record name, file and SHA-256 in manifest.json beside the output")
+    e.add_argument("-f", "--force", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # Library chatter is not for users of the command; aecodec's own notes come as AecWarning.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "compress":
+            from .commands import cmd_compress as run
+        elif args.command == "decompress":
+            from .commands import cmd_decompress as run
+        elif args.command == "info":
+            from .commands import cmd_info as run
+        elif args.command == "bench":
+            from .commands import cmd_bench as run
+        elif args.command == "demo":
+            from .commands import cmd_demo as run
+        elif args.command == "train":
+            from .train import train as run
+        else:
+            from .train import export as run
+        return run(args) or 0
+    except AecError as e:
+        print(f"aecodec: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("aecodec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

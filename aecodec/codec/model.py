@@ -1,0 +1,142 @@
+"""The learned transform codec: a scale-hyperprior autoencoder (Balle et al. 2018) with gain units
+for variable rate (Cui et al. 2021) and the k-sparse gating + quantization latent path.
+
+    x -> g_a -> y -> * gain[q] -> gate_quantize(k) -> y_hat --(GaussianConditional, scales)--> bytes
+                       |                                  ^
+                       +-> h_a -> z -> z_hat --(EntropyBottleneck)--> bytes, h_s(z_hat) = scales
+    y_hat -> * inv_gain[q] -> g_s -> x_hat
+
+One network covers the eight quality levels: quality q selects a per-channel gain vector that sets
+the quantization step of y (larger gain, finer step, more bits). k, the number of channels kept per
+latent position, is a run-time knob.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import warnings
+
+import torch
+import torch.nn as nn
+
+with warnings.catch_warnings():  # compressai calls the deprecated torch.jit.script at import
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import GDN
+    from compressai.models.base import CompressionModel, get_scale_table
+    from compressai.models.utils import conv, deconv
+
+from ..kernels import gate_quantize
+
+# CompressAI's lambdas for its 8 MSE quality levels (bmshj2018): distortion weight per quality.
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+QUALITIES = len(LAMBDAS)
+PAD = 64  # g_a downsamples by 16 and h_a by 4 more
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    N: int = 128
+    M: int = 192
+    qualities: int = QUALITIES
+
+
+class AecModel(CompressionModel):
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        N, M, Q = config.N, config.M, config.qualities
+        self.config = config
+        self.g_a = nn.Sequential(
+            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
+        )
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
+            deconv(N, N), GDN(N, inverse=True), deconv(N, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.ReLU(inplace=True),
+            conv(N, N), nn.ReLU(inplace=True), conv(N, N),
+        )
+        self.h_s = nn.Sequential(
+            deconv(N, N), nn.ReLU(inplace=True), deconv(N, N), nn.ReLU(inplace=True),
+            conv(N, M, stride=1, kernel_size=3), nn.ReLU(inplace=True),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+        # log-spaced initial gains: quality 1 quantizes coarsest.
+        init = torch.exp(torch.linspace(math.log(0.5), math.log(4.0), Q))
+        self.gain = nn.Parameter(init[:, None].repeat(1, M))
+        self.inv_gain = nn.Parameter((1.0 / init)[:, None].repeat(1, M))
+        self._h_s64 = None
+
+    @property
+    def channels(self) -> int:
+        return self.config.M
+
+    def _gains(self, quality: torch.Tensor | int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(quality, device=device).reshape(-1) - 1
+        g = self.gain.abs()[idx][:, :, None, None]
+        ig = self.inv_gain.abs()[idx][:, :, None, None]
+        return g, ig
+
+    # ---- training -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, quality: torch.Tensor, k: int):
+        """Training/evaluation pass with noise-quantized likelihoods.
+
+        quality: (B,) integers in 1..Q, one per image. Returns x_hat and the likelihoods of y, z.
+        """
+        y = self.g_a(x)
+        g, ig = self._gains(quality, x.device)
+        y_noisy, y_ste = gate_quantize(y * g, k, mode="mixed")
+        z = self.h_a(y_noisy.abs())
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales = self.h_s(z_hat)
+        y_likelihoods = self.gaussian_conditional._likelihood(y_noisy, scales)
+        y_likelihoods = self.gaussian_conditional.likelihood_lower_bound(y_likelihoods)
+        x_hat = self.g_s(y_ste * ig)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    # ---- coding ---------------------------------------------------------------------------
+    def update(self, scale_table=None, force=False, update_quantiles=False):
+        if scale_table is None:
+            scale_table = get_scale_table()
+        self._h_s64 = None
+        return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+
+    def _scales(self, z_hat: torch.Tensor) -> torch.Tensor:
+        """Scale network in float64: the scale -> CDF-index mapping must agree bit for bit between
+        the encoder and a decoder on another device; float32 convolutions differ across devices
+        and would desynchronise the entropy decoder at rare index boundaries."""
+        if self._h_s64 is None or next(self._h_s64.parameters()).device != z_hat.device:
+            self._h_s64 = copy.deepcopy(self.h_s).to(device=z_hat.device, dtype=torch.float64)
+        return self._h_s64(z_hat.double())
+
+    @torch.no_grad()
+    def analyze(self, x: torch.Tensor, quality: int, k: int):
+        """x (1, 3, H, W) in [0, 1], H and W multiples of PAD -> (y_symbols, z) latents."""
+        y = self.g_a(x)
+        g, _ = self._gains(quality, x.device)
+        y_hat = gate_quantize((y * g).float(), k)
+        z = self.h_a(y_hat.abs())
+        return y_hat, z
+
+    @torch.no_grad()
+    def encode_latents(self, y_hat: torch.Tensor, z: torch.Tensor) -> tuple[bytes, bytes]:
+        z_bytes = self.entropy_bottleneck.compress(z.float().cpu())[0]
+        z_hat = self.entropy_bottleneck.decompress([z_bytes], z.shape[-2:])
+        indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat))
+        y_bytes = self.gaussian_conditional.compress(y_hat.float().cpu(), indexes)[0]
+        return y_bytes, z_bytes
+
+    @torch.no_grad()
+    def decode_latents(self, y_bytes: bytes, z_bytes: bytes, z_shape: tuple[int, int]) -> torch.Tensor:
+        z_hat = self.entropy_bottleneck.decompress([z_bytes], z_shape)
+        indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat))
+        return self.gaussian_conditional.decompress([y_bytes], indexes)
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: torch.Tensor, quality: int) -> torch.Tensor:
+        _, ig = self._gains(quality, y_hat.device)
+        return self.g_s(y_hat * ig)

@@ -1,0 +1,148 @@
+"""Model weights: safetensors files (never pickle), their digests, and the shipped model zoo.
+
+An exported weights file holds the network (convolutions in float16, everything else float32),
+the entropy models' quantized CDF tables, and metadata: model name, architecture and the default
+k per quality. Its SHA-256 is the model's identity: the bitstream records the first 8 bytes, and a
+shipped file whose digest differs from the manifest is refused as tampered.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from ..errors import AecError
+from .model import AecModel, ModelConfig
+
+DEFAULT_MODEL = "aec-hp-128-192"
+DIGEST_BYTES = 8
+_FP16_SUFFIXES = (".weight", ".bias")  # conv kernels and biases; GDN/entropy params stay float32
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _is_half_safe(name: str) -> bool:
+    return name.startswith(("g_a.", "g_s.", "h_a.", "h_s.")) and name.endswith(_FP16_SUFFIXES) \
+        and ".beta" not in name and ".gamma" not in name
+
+
+def export_bytes(model: AecModel, name: str, default_k: list[int], extra: dict | None = None) -> bytes:
+    """Serialize a trained model (CDF tables refreshed) to the shipped safetensors format."""
+    model = model.cpu().eval()
+    model.update(force=True)
+    tensors = {}
+    for key, t in model.state_dict().items():
+        t = t.detach().contiguous()
+        if t.is_floating_point():
+            t = t.half() if _is_half_safe(key) else t.float()
+        tensors[key] = t
+    meta = {
+        "format": "aecodec-weights-1",
+        "name": name,
+        "config": json.dumps({"N": model.config.N, "M": model.config.M, "qualities": model.config.qualities}),
+        "default_k": json.dumps([int(k) for k in default_k]),
+    }
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return save(tensors, metadata=meta)
+
+
+def read_metadata(data: bytes) -> dict:
+    # safetensors layout: u64 little-endian header length, then a JSON header with "__metadata__".
+    if len(data) < 8:
+        raise AecError("weights file is truncated")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8 or n > 100_000_000:
+        raise AecError("weights file is not a valid safetensors file")
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError:
+        raise AecError("weights file is not a valid safetensors file") from None
+    return header.get("__metadata__", {}) or {}
+
+
+class LoadedModel:
+    """A model ready for coding: network, default k per quality, identity (name, digest)."""
+
+    def __init__(self, model: AecModel, name: str, file_digest: bytes, default_k: list[int]):
+        self.model = model
+        self.name = name
+        self.digest = file_digest
+        self.default_k = default_k
+        self.lock = threading.RLock()  # torch modules are not safe to run from several threads
+
+    @property
+    def short_digest(self) -> bytes:
+        return self.digest[:DIGEST_BYTES]
+
+
+def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedModel:
+    file_digest = digest(data)
+    if expected_sha256 is not None and file_digest.hex() != expected_sha256:
+        raise AecError("weights file does not match its recorded SHA-256 digest (tampered or damaged); "
+                       "reinstall aecodec")
+    meta = read_metadata(data)
+    if meta.get("format") != "aecodec-weights-1":
+        raise AecError("not an aecodec weights file (missing format tag)")
+    try:
+        cfg = json.loads(meta["config"])
+        config = ModelConfig(N=int(cfg["N"]), M=int(cfg["M"]), qualities=int(cfg["qualities"]))
+        default_k = [int(k) for k in json.loads(meta["default_k"])]
+        tensors = load(data)
+    except (KeyError, ValueError, TypeError, SafetensorError) as e:
+        raise AecError(f"weights file is malformed: {e}") from None
+    model = AecModel(config)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError) as e:
+        raise AecError(f"weights file does not fit the model: {str(e).splitlines()[0]}") from None
+    if len(default_k) != config.qualities or not all(1 <= k <= config.M for k in default_k):
+        raise AecError("weights file has an invalid default_k table")
+    return LoadedModel(model.eval(), meta.get("name", "unnamed"), file_digest, default_k)
+
+
+def _manifest() -> dict:
+    return json.loads(resources.files("aecodec.weights").joinpath("manifest.json").read_text())
+
+
+def shipped_models() -> dict:
+    """name -> {"file": ..., "sha256": ...} for the weights inside the package."""
+    return _manifest()["models"]
+
+
+def shipped_model_bytes(name: str) -> tuple[bytes, str]:
+    models = shipped_models()
+    if name not in models:
+        raise AecError(f"unknown model {name!r}; this aecodec ships {', '.join(sorted(models))}")
+    entry = models[name]
+    data = resources.files("aecodec.weights").joinpath(entry["file"]).read_bytes()
+    return data, entry["sha256"]
+
+
+_cache: dict[str, LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
+def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
+    """Load (once, then cached) a shipped model by name, verifying its digest."""
+    with _cache_lock:
+        if name not in _cache:
+            data, sha = shipped_model_bytes(name)
+            _cache[name] = model_from_bytes(data, expected_sha256=sha)
+        return _cache[name]
+
+
+def load_model_file(path: str | Path) -> LoadedModel:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise AecError(f"cannot read weights {path}: {e.strerror}") from None
+    return model_from_bytes(data)

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from aecodec.codec.model import PAD, AecModel, ModelConfig
+from aecodec.codec.weights import DEFAULT_MODEL, load_model
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return AecModel(ModelConfig(N=16, M=24)).eval()
+
+
+def test_transform_shapes(small_model):
+    x = torch.rand(2, 3, 128, 192)
+    y = small_model.g_a(x)
+    assert y.shape == (2, 24, 8, 12)  # 16x downsampling, M channels
+    z = small_model.h_a(y)
+    assert z.shape == (2, 16, 2, 3)   # 4x more
+    assert small_model.g_s(y).shape == x.shape
+    assert small_model.h_s(z).shape == y.shape
+
+
+def test_forward_training_outputs(small_model):
+    small_model.train()
+    x = torch.rand(2, 3, 64, 64)
+    out = small_model(x, torch.tensor([1, 8]), k=6)
+    assert out["x_hat"].shape == x.shape
+    assert out["likelihoods"]["y"].shape == (2, 24, 4, 4)
+    assert torch.all(out["likelihoods"]["y"] > 0) and torch.all(out["likelihoods"]["y"] <= 1)
+    loss = out["x_hat"].mean() + out["likelihoods"]["y"].log().mean()
+    loss.backward()
+    assert small_model.g_a[0].weight.grad is not None and small_model.gain.grad is not None
+    small_model.eval()
+
+
+def test_analyze_keeps_at_most_k_integer_channels(small_model):
+    x = torch.rand(1, 3, PAD, PAD)
+    for k in (1, 5, 24):
+        y_hat, z = small_model.analyze(x, 4, k)
+        assert torch.all((y_hat != 0).sum(1) <= k)
+        assert torch.equal(y_hat, torch.round(y_hat))
+
+
+def test_quality_gains_order_rate():
+    """Higher quality => larger gain => more nonzero symbols, on the shipped model and a real image."""
+    from aecodec.codec.coder import _to_tensor
+    import numpy as np
+
+    loaded = load_model(DEFAULT_MODEL)
+    g = loaded.model.gain.abs().mean(1)
+    assert g.shape == (8,)
+    rng = np.random.default_rng(0)
+    x = _to_tensor(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "cpu")
+    nz = [int((loaded.model.analyze(x, q, loaded.model.channels)[0] != 0).sum()) for q in (1, 8)]
+    assert nz[0] < nz[1]
