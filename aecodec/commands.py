@@ -12,13 +12,19 @@ from .errors import AecError
 from .fileio import atomic_write_bytes, write_stdout
 
 
-def _read_input(path: str) -> bytes:
+def _read_input(path: str, limit: int | None = None) -> bytes:
+    """Read a file or stdin; with limit, refuse (without reading it all) anything larger."""
     if path == "-":
-        return sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(limit + 1) if limit else sys.stdin.buffer.read()
+        if limit and len(data) > limit:
+            raise AecError(f"input is larger than {limit >> 20} MiB; not an .aec file")
+        return data
     p = Path(path)
     if p.is_dir():
         raise AecError(f"{path}: is a directory")
     try:
+        if limit and p.stat().st_size > limit:
+            raise AecError(f"{path}: larger than {limit >> 20} MiB; not an .aec file")
         return p.read_bytes()
     except FileNotFoundError:
         raise AecError(f"{path}: no such file") from None
@@ -111,7 +117,9 @@ def cmd_decompress(args) -> int:
         out = str(Path(args.input).with_suffix(".png"))
     fmt = _output_format(out)
     _check_output(out, args.force)
-    data = _read_input(args.input)
+    from .codec.bitstream import MAX_FILE
+
+    data = _read_input(args.input, MAX_FILE)
     t0 = time.perf_counter()
     img = decompress(data, device=args.device)
     elapsed = time.perf_counter() - t0
@@ -130,9 +138,9 @@ def cmd_decompress(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .codec.bitstream import parse
+    from .codec.bitstream import MAX_FILE, parse
 
-    data = _read_input(args.input)
+    data = _read_input(args.input, MAX_FILE)
     h = parse(data)[0]
     rows = [
         ("format", "aec version 1"),

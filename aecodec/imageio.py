@@ -32,6 +32,8 @@ def open_image(src) -> Image.Image:
             im = Image.open(io.BytesIO(bytes(src)))
         else:
             im = Image.open(src)
+        # Pillow reduces 16-bit RGB PNG/TIFF to 8 bits while loading: note the stored depth first.
+        im.info["aecodec_bit_depth"] = _stored_bit_depth(im)
         im.load()
         return im
     except FileNotFoundError:
@@ -52,26 +54,21 @@ def _name(src) -> str:
     return str(src) if isinstance(src, (str, Path)) else "input"
 
 
-def _png_bit_depth(im: Image.Image) -> int | None:
-    # Pillow silently reduces 16-bit RGB(A) PNGs to 8 bits on open; the IHDR tells the truth.
-    fp = getattr(im, "fp", None)
-    if im.format != "PNG":
-        return None
+def _stored_bit_depth(im: Image.Image) -> int | None:
+    """Bits per sample as stored in the file, where Pillow's mode may not tell."""
     try:
-        filename = getattr(im, "filename", None)
-        if filename:
-            with open(filename, "rb") as f:
-                head = f.read(25)
-        elif fp is not None:
-            pos = fp.tell()
-            fp.seek(0)
-            head = fp.read(25)
-            fp.seek(pos)
-        else:
-            return None
-        return head[24] if len(head) >= 25 and head[12:16] == b"IHDR" else None
-    except (OSError, ValueError):
+        if im.format == "PNG" and im.fp is not None:
+            pos = im.fp.tell()
+            im.fp.seek(0)
+            head = im.fp.read(25)
+            im.fp.seek(pos)
+            return head[24] if len(head) >= 25 and head[12:16] == b"IHDR" else None
+        if im.format == "TIFF":
+            bits = im.tag_v2.get(258)
+            return max(bits) if isinstance(bits, tuple) else bits
+    except (OSError, ValueError, AttributeError, TypeError):
         return None
+    return None
 
 
 def to_codec_array(im: Image.Image, drop_alpha: bool = False, reduce_depth: bool = False,
@@ -86,7 +83,7 @@ def to_codec_array(im: Image.Image, drop_alpha: bool = False, reduce_depth: bool
         notes.append("EXIF orientation applied to the pixels")
     mode = im.mode
     if bit_depth is None:
-        bit_depth = _png_bit_depth(im)
+        bit_depth = im.info.get("aecodec_bit_depth")
     deep = mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") or (bit_depth or 8) > 8
     if deep:
         if not reduce_depth:
@@ -150,3 +147,17 @@ def array_to_codec(a: np.ndarray) -> tuple[np.ndarray, str]:
 
 def from_codec_array(pixels: np.ndarray, mode: str) -> Image.Image:
     return Image.fromarray(pixels, "L" if mode == "L" else "RGB")
+
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+def list_images(folder) -> list[Path]:
+    """The images directly inside folder (by extension), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AecError(f"{folder}: not a directory")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise AecError(f"{folder}: no images found")
+    return files

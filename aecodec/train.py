@@ -27,19 +27,7 @@ from .codec.model import LAMBDAS, AecModel, ModelConfig
 from .codec.weights import export_bytes, model_from_bytes
 from .errors import AecError
 from .fileio import atomic_write_bytes
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AecError(f"{folder}: not a directory")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise AecError(f"{folder}: no images found")
-    return files
-
+from .imageio import list_images
 
 def load_images(files, device, min_side: int) -> list[torch.Tensor]:
     out = []

@@ -20,7 +20,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     def t(x):
-        x = torch.from_numpy(np.ascontiguousarray(x)).double()
+        x = torch.from_numpy(np.array(x, dtype=np.float64))
         x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
         return x
 

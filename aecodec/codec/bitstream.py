@@ -17,7 +17,8 @@ VERSION = 1
 MODES = {0: "RGB", 1: "L"}
 MODE_IDS = {v: k for k, v in MODES.items()}
 MAX_SIDE = 65535
-MAX_PIXELS = 1 << 28          # 268 megapixels: far beyond any camera, far below an absurd claim
+MAX_PIXELS = 1 << 26          # 67 megapixels (8192 x 8192): decodable in a few GB of memory
+MAX_FILE = 1 << 29            # 512 MiB: no valid .aec file comes near it
 MAX_NAME = 64
 MAX_K = 4096
 QUALITY_RANGE = range(1, 9)
@@ -75,6 +76,8 @@ def parse(data: bytes) -> tuple[Header, bytes, bytes]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise AecError("bitstream must be bytes")
     data = bytes(data)
+    if len(data) > MAX_FILE:
+        raise AecError(f"file too large for an .aec file ({len(data)} bytes)")
     if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
         raise AecError("not an .aec file (bad magic)")
     if len(data) < MIN_SIZE:

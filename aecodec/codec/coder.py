@@ -42,6 +42,51 @@ def _transforms_on(loaded: LoadedModel, device: torch.device):
     return cache[device]
 
 
+# Transforms run in tiles so that peak memory stays bounded for huge images. Convolutions only see
+# a few latents around each output, so a halo of HALO latents around every tile makes the tiled
+# result equal the whole-image one up to float rounding: no seams. Images up to TILE pixels per
+# side are a single tile.
+TILE = 1024 // 16   # latents per tile side (1024 pixels)
+HALO = 4            # latents of context on each side (64 pixels), more than g_a/g_s can see
+
+
+def _tiles(n: int):
+    """[(start, stop)] covering 0..n in steps of TILE latents."""
+    return [(a, min(a + TILE, n)) for a in range(0, n, TILE)]
+
+
+def _analyze_tiled(net, x: torch.Tensor) -> torch.Tensor:
+    """g_a over x (1, 3, 16h, 16w) tile by tile -> y (1, M, h, w)."""
+    _, _, H, W = x.shape
+    h, w = H // 16, W // 16
+    if h <= TILE and w <= TILE:
+        return net.g_a(x)
+    y = torch.empty((1, net.channels, h, w), dtype=x.dtype, device=x.device)
+    for r0, r1 in _tiles(h):
+        for c0, c1 in _tiles(w):
+            a0, a1, b0, b1 = max(0, r0 - HALO), min(h, r1 + HALO), max(0, c0 - HALO), min(w, c1 + HALO)
+            t = net.g_a(x[:, :, 16 * a0:16 * a1, 16 * b0:16 * b1])
+            y[:, :, r0:r1, c0:c1] = t[:, :, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
+    return y
+
+
+def _synthesize_tiled(net, y_hat: torch.Tensor, quality: int, height: int, width: int) -> torch.Tensor:
+    """g_s tile by tile, straight to cropped uint8 pixels (3, height, width) on the CPU."""
+    _, _, h, w = y_hat.shape
+    out = torch.empty((3, height, width), dtype=torch.uint8)
+    for r0, r1 in _tiles(h):
+        for c0, c1 in _tiles(w):
+            if 16 * r0 >= height or 16 * c0 >= width:
+                continue
+            a0, a1, b0, b1 = max(0, r0 - HALO), min(h, r1 + HALO), max(0, c0 - HALO), min(w, c1 + HALO)
+            t = net.synthesize(y_hat[:, :, a0:a1, b0:b1], quality)[0]
+            y0, x0 = 16 * (r0 - a0), 16 * (c0 - b0)
+            rows, cols = min(16 * r1, height) - 16 * r0, min(16 * c1, width) - 16 * c0
+            t = t[:, y0:y0 + rows, x0:x0 + cols].clamp_(0, 1).mul_(255).round_()
+            out[:, 16 * r0:16 * r0 + rows, 16 * c0:16 * c0 + cols] = t.to(torch.uint8).cpu()
+    return out
+
+
 def _to_tensor(rgb: np.ndarray, device) -> torch.Tensor:
     x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(device)
     return x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
@@ -66,8 +111,11 @@ def encode(rgb: np.ndarray, mode: str, quality: int, k: int | None = None,
         net = _transforms_on(loaded, device)
         x = _to_tensor(rgb, device)
         x = F.pad(x, (0, (-w) % PAD, 0, (-h) % PAD), mode="replicate")
-        y_hat, z = net.analyze(x, quality, k)
-        y_bytes, z_bytes = loaded.model.encode_latents(y_hat.cpu(), z.cpu())
+        y_hat, z = net.analyze(x, quality, k, g_a=lambda t: _analyze_tiled(net, t))
+        try:
+            y_bytes, z_bytes = loaded.model.encode_latents(y_hat.cpu(), z.cpu())
+        except ValueError as e:
+            raise AecError(f"cannot encode this image: {e}") from None
     header = bitstream.Header(loaded.name, loaded.short_digest, w, h, mode, quality, k,
                               len(z_bytes), len(y_bytes))
     return bitstream.pack(header, z_bytes, y_bytes)
@@ -99,9 +147,8 @@ def decode(data: bytes, device=None) -> tuple[np.ndarray, bitstream.Header]:
         except (RuntimeError, ValueError) as e:  # the rANS decoder's own complaints
             raise AecError(f"corrupt .aec payload ({e})") from None
         net = _transforms_on(loaded, device)
-        x_hat = net.synthesize(y_hat.to(device), header.quality)
-        x_hat = x_hat[0, :, :header.height, :header.width].clamp_(0, 1).mul_(255).round_()
-        pixels = x_hat.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        pixels = _synthesize_tiled(net, y_hat.to(device), header.quality, header.height, header.width)
+        pixels = pixels.permute(1, 2, 0).numpy()
     if header.mode == "L":
         pixels = np.round(pixels.astype(np.float32).mean(axis=2)).astype(np.uint8)
     return pixels, header

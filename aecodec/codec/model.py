@@ -34,6 +34,7 @@ from ..kernels import gate_quantize
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 QUALITIES = len(LAMBDAS)
 PAD = 64  # g_a downsamples by 16 and h_a by 4 more
+SYMBOL_LIMIT = 1 << 14  # |latent symbol| bound; the encoder refuses inputs beyond it
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,15 @@ class AecModel(CompressionModel):
         and would desynchronise the entropy decoder at rare index boundaries."""
         if self._h_s64 is None or next(self._h_s64.parameters()).device != z_hat.device:
             self._h_s64 = copy.deepcopy(self.h_s).to(device=z_hat.device, dtype=torch.float64)
+            self._h_s64.requires_grad_(False)
         return self._h_s64(z_hat.double())
 
     @torch.no_grad()
-    def analyze(self, x: torch.Tensor, quality: int, k: int):
-        """x (1, 3, H, W) in [0, 1], H and W multiples of PAD -> (y_symbols, z) latents."""
-        y = self.g_a(x)
+    def analyze(self, x: torch.Tensor, quality: int, k: int, g_a=None):
+        """x (1, 3, H, W) in [0, 1], H and W multiples of PAD -> (y_symbols, z) latents.
+
+        g_a: optional replacement for self.g_a (the coder passes a tiled version)."""
+        y = (g_a or self.g_a)(x)
         g, _ = self._gains(quality, x.device)
         y_hat = gate_quantize((y * g).float(), k)
         z = self.h_a(y_hat.abs())
@@ -124,17 +128,45 @@ class AecModel(CompressionModel):
 
     @torch.no_grad()
     def encode_latents(self, y_hat: torch.Tensor, z: torch.Tensor) -> tuple[bytes, bytes]:
+        if not (torch.all(y_hat.abs() < SYMBOL_LIMIT) and torch.all(z.abs() < SYMBOL_LIMIT - 1024)):
+            raise ValueError("latents out of the coder's range")
         z_bytes = self.entropy_bottleneck.compress(z.float().cpu())[0]
         z_hat = self.entropy_bottleneck.decompress([z_bytes], z.shape[-2:])
         indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat))
         y_bytes = self.gaussian_conditional.compress(y_hat.float().cpu(), indexes)[0]
         return y_bytes, z_bytes
 
+    @staticmethod
+    def _guard(payload: bytes, symbols: int) -> bytes:
+        """Zero-pad a payload so the rANS decoder cannot read past its buffer.
+
+        CompressAI's decoder does not bounds-check its input pointer: a hostile (checksum-valid)
+        payload could make it read far past the end. Each symbol consumes at most 32 bits of the
+        zero tail, and a bypass-coded escape at most 16 bytes per payload byte; padding by that
+        much keeps every read inside memory we own. Valid streams decode identically.
+        """
+        return payload + bytes(4 * symbols + 16 * len(payload) + 64)
+
     @torch.no_grad()
     def decode_latents(self, y_bytes: bytes, z_bytes: bytes, z_shape: tuple[int, int]) -> torch.Tensor:
-        z_hat = self.entropy_bottleneck.decompress([z_bytes], z_shape)
+        """Entropy-decode z then y. Each stream must be canonical: re-encoding the decoded symbols
+        must give back the same bytes. A damaged or forged payload fails this (cheaply, before the
+        synthesis transform runs) instead of decoding into garbage pixels."""
+        zh, zw = z_shape
+        z_hat = self.entropy_bottleneck.decompress([self._guard(z_bytes, self.config.N * zh * zw)], z_shape)
+        # Range check first: garbage decodes to huge escape values, which the encoder's escape
+        # loop cannot re-encode in bounded time. Real latents stay within a few hundred.
+        if not torch.all(z_hat.abs() < SYMBOL_LIMIT):
+            raise ValueError("hyper-latent stream decodes out of range")
+        if self.entropy_bottleneck.compress(z_hat)[0] != z_bytes:
+            raise ValueError("hyper-latent stream does not decode cleanly")
         indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat))
-        return self.gaussian_conditional.decompress([y_bytes], indexes)
+        y_hat = self.gaussian_conditional.decompress([self._guard(y_bytes, indexes.numel())], indexes)
+        if not torch.all(y_hat.abs() < SYMBOL_LIMIT):
+            raise ValueError("latent stream decodes out of range")
+        if self.gaussian_conditional.compress(y_hat, indexes)[0] != y_bytes:
+            raise ValueError("latent stream does not decode cleanly")
+        return y_hat
 
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, quality: int) -> torch.Tensor:

@@ -1,0 +1,281 @@
+"""`aecodec bench DIR`: rate-distortion of aecodec against JPEG, JPEG 2000, WebP and AVIF.
+
+For every image and operating point: encode, decode to 8-bit RGB, measure bpp (whole file, header
+included: bytes * 8 / pixels), PSNR, MS-SSIM and encode/decode time. Writes into OUTDIR:
+  rd.csv           one row per image per operating point
+  <codec>.json     per-codec averages in CompressAI's results format (as ../shared/reference)
+  bd-rate.md       BD-rate (PSNR and MS-SSIM) of every codec against JPEG and JPEG 2000
+  rd.png           PSNR-bpp and MS-SSIM-bpp curves (with --reference curves overlaid)
+Finished points are cached in OUTDIR/cache, so a rerun only computes what is new.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import AecError
+from ..fileio import atomic_write_bytes
+from ..imageio import list_images
+from .bdrate import bd_rate
+from .codecs import Codec, aec_codecs, classic_codecs
+from .metrics import ms_ssim, psnr
+
+ANCHORS = ("JPEG 4:2:0", "JPEG 2000")
+FIELDS = ["image", "codec", "param", "bytes", "bpp", "psnr", "ms_ssim", "encode_s", "decode_s"]
+
+
+def _load_rgb(path: Path, crop: int | None) -> Image.Image:
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    if crop:
+        w, h = img.size
+        s = min(crop, w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return img
+
+
+def measure(codec: Codec, path: Path, crop: int | None) -> dict:
+    img = _load_rgb(path, crop)
+    t0 = time.perf_counter()
+    data = codec.encode(img)
+    t1 = time.perf_counter()
+    out = codec.decode(data)
+    t2 = time.perf_counter()
+    a, b = np.asarray(img), np.asarray(out.convert("RGB"))
+    try:
+        ms = ms_ssim(a, b)
+    except ValueError:
+        ms = float("nan")
+    return {"image": path.name, "codec": codec.name, "param": codec.param, "bytes": len(data),
+            "bpp": len(data) * 8 / (img.width * img.height), "psnr": psnr(a, b), "ms_ssim": ms,
+            "encode_s": t1 - t0, "decode_s": t2 - t1}
+
+
+def _task(args):
+    codec, path, crop = args
+    return measure(codec, path, crop)
+
+
+def _cache_file(cache: Path, codec: Codec, path: Path, digest: str, crop) -> Path:
+    key = f"{codec.key}|{digest}|{crop}"
+    return cache / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+
+
+def run(directory, outdir, codecs: list[Codec], jobs: int = 1, crop: int | None = None,
+        max_images: int | None = None, progress: bool = True) -> list[dict]:
+    from tqdm import tqdm
+
+    images = list_images(directory)[:max_images]
+    outdir = Path(outdir)
+    cache = outdir / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    digests = {p: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in images}
+    rows, todo = [], []
+    for codec in codecs:
+        for p in images:
+            f = _cache_file(cache, codec, p, digests[p], crop)
+            if f.exists():
+                rows.append(json.loads(f.read_text()))
+            else:
+                todo.append((codec, p, crop, f))
+    bar = tqdm(total=len(todo), desc="bench", disable=not progress or not todo, unit="pt")
+
+    def done(row, f):
+        f.write_text(json.dumps(row))
+        rows.append(row)
+        bar.update()
+
+    classic = [t for t in todo if not t[0].name.startswith("aecodec")]
+    ours = [t for t in todo if t[0].name.startswith("aecodec")]
+    if classic and jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            for row, t in zip(pool.imap(_task, [t[:3] for t in classic], chunksize=4), classic):
+                done(row, t[3])
+    else:
+        for t in classic:
+            done(measure(*t[:3]), t[3])
+    for t in ours:  # in-process: torch already uses every core
+        done(measure(*t[:3]), t[3])
+    bar.close()
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict[str, dict]:
+    """codec -> CompressAI-style results (averaged over images per operating point)."""
+    by = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by[r["codec"]][float(r["param"])].append(r)
+    out = {}
+    for codec, points in by.items():
+        res = defaultdict(list)
+        for param in sorted(points, key=lambda p: np.mean([r["bpp"] for r in points[p]])):
+            pts = points[param]
+            res["bpp"].append(float(np.mean([r["bpp"] for r in pts])))
+            res["psnr-rgb"].append(float(np.mean([r["psnr"] for r in pts])))
+            res["ms-ssim-rgb"].append(float(np.mean([r["ms_ssim"] for r in pts])))
+            res["encoding_time"].append(float(np.mean([r["encode_s"] for r in pts])))
+            res["decoding_time"].append(float(np.mean([r["decode_s"] for r in pts])))
+            res["param"].append(param)
+        out[codec] = dict(res)
+    return out
+
+
+def _msssim_db(v):
+    v = np.asarray(v, float)
+    return -10 * np.log10(np.clip(1 - v, 1e-12, None))
+
+
+def bd_table(curves: dict[str, dict], rate_range=(0.1, 1.5), reference: dict | None = None) -> str:
+    lines = [f"BD-rate in % (negative = fewer bits than the anchor for the same quality), over "
+             f"{rate_range[0]}-{rate_range[1]} bpp; MS-SSIM measured in dB.", "",
+             "| codec | PSNR vs JPEG | PSNR vs JPEG 2000 | MS-SSIM vs JPEG | MS-SSIM vs JPEG 2000 |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+
+    def fmt(x):
+        return "n/a" if not np.isfinite(x) else f"{x:+.1f}"
+
+    def row(name, c):
+        cells = []
+        for metric in ("psnr-rgb", "ms-ssim-rgb"):
+            for anchor in ANCHORS:
+                if anchor not in curves or metric not in c:
+                    cells.append(float("nan"))
+                    continue
+                a = curves[anchor]
+                conv = _msssim_db if metric == "ms-ssim-rgb" else np.asarray
+                cells.append(bd_rate(a["bpp"], conv(a[metric]), c["bpp"], conv(c[metric]), rate_range))
+        lines.append(f"| {name} | " + " | ".join(fmt(x) for x in cells) + " |")
+
+    for name in sorted(curves, key=lambda n: (not n.startswith("aecodec"), n)):
+        row(name, curves[name])
+    for name, c in sorted((reference or {}).items()):
+        row(f"{name} (published)", c)
+    return "\n".join(lines) + "\n"
+
+
+def load_reference(folder) -> dict[str, dict]:
+    out = {}
+    for f in sorted(Path(folder).glob("*.json")):
+        try:
+            d = json.loads(f.read_text())
+            res = d["results"]
+            c = {"bpp": res["bpp"], "psnr-rgb": res.get("psnr-rgb", res.get("psnr"))}
+            if "ms-ssim-rgb" in res or "ms-ssim" in res:
+                c["ms-ssim-rgb"] = res.get("ms-ssim-rgb", res.get("ms-ssim"))
+            out[f.stem] = c
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def plot(curves: dict[str, dict], path: Path, reference: dict | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    for ax, metric, label in ((axes[0], "psnr-rgb", "PSNR (dB, RGB)"),
+                              (axes[1], "ms-ssim-rgb", "MS-SSIM (dB)")):
+        for name in sorted(curves):
+            c = curves[name]
+            y = _msssim_db(c[metric]) if metric == "ms-ssim-rgb" else c[metric]
+            ax.plot(c["bpp"], y, marker="o", ms=3, lw=2.2 if name.startswith("aecodec") else 1.4, label=name)
+        for name, c in sorted((reference or {}).items()):
+            if metric not in c or c[metric] is None:
+                continue
+            y = _msssim_db(c[metric]) if metric == "ms-ssim-rgb" else c[metric]
+            ax.plot(c["bpp"], y, ls="--", lw=1, alpha=0.7, label=f"{name} (published)")
+        ax.set_xlim(0, 2.0)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(22, 42)
+    axes[1].set_ylim(6, 24)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Rate-distortion")
+    fig.tight_layout()
+    buf = __import__("io").BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue(), force=True)
+
+
+def write_outputs(rows, outdir: Path, reference: dict | None, rate_range) -> dict:
+    outdir.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in sorted(rows, key=lambda r: (r["codec"], float(r["param"]), r["image"])):
+        w.writerow({k: r[k] for k in FIELDS})
+    atomic_write_bytes(outdir / "rd.csv", buf.getvalue().encode(), force=True)
+    curves = aggregate(rows)
+    for name, res in curves.items():
+        slug = name.lower().replace(" ", "-").replace(":", "").replace("=", "")
+        doc = {"name": name, "description": f"{name}, measured by aecodec bench",
+               "results": {k: v for k, v in res.items()}}
+        atomic_write_bytes(outdir / f"{slug}.json", (json.dumps(doc, indent=2) + "\n").encode(), force=True)
+    table = bd_table(curves, rate_range, reference)
+    atomic_write_bytes(outdir / "bd-rate.md", table.encode(), force=True)
+    plot(curves, outdir / "rd.png", reference)
+    return curves
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="aecodec bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("directory", help="folder of images (e.g. ../shared/data/kodak)")
+    ap.add_argument("-o", "--output", default="results/bench", help="output folder (default results/bench)")
+    ap.add_argument("--codecs", default="aecodec,jpeg,jpeg2000,webp,avif",
+                    help="comma-separated subset of aecodec,jpeg,jpeg2000,webp,avif")
+    ap.add_argument("--qualities", default="1,2,3,4,5,6,7,8", help="aecodec quality levels")
+    ap.add_argument("--k", default="", help="extra aecodec curves at these k values, e.g. 192,48")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("-j", "--jobs", type=int, default=max(1, (os.cpu_count() or 1)),
+                    help="parallel workers for the classic codecs")
+    ap.add_argument("--reference", help="folder of published CompressAI-format JSONs to overlay")
+    ap.add_argument("--bd-range", nargs=2, type=float, default=(0.1, 1.5), metavar=("LO", "HI"),
+                    help="bpp range for BD-rates (default 0.1 1.5)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 2 images, 256x256 centre crops, a third of the operating points")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    names = {c.strip() for c in args.codecs.split(",") if c.strip()}
+    unknown = names - {"aecodec", "jpeg", "jpeg2000", "webp", "avif"}
+    if unknown:
+        raise AecError(f"unknown codec(s): {', '.join(sorted(unknown))}")
+    codecs = classic_codecs(tuple(names), quick=args.quick)
+    if "aecodec" in names:
+        try:
+            qs = [int(q) for q in args.qualities.split(",")]
+            ks = [None] + [int(k) for k in args.k.split(",") if k.strip()]
+        except ValueError:
+            raise AecError("--qualities and --k take comma-separated integers") from None
+        if args.quick:
+            qs = qs[::3]
+        codecs += aec_codecs(qs, ks, args.device)
+    reference = load_reference(args.reference) if args.reference else None
+    rows = run(args.directory, args.output, codecs, jobs=args.jobs, crop=256 if args.quick else None,
+               max_images=2 if args.quick else None, progress=not args.no_progress)
+    write_outputs(rows, Path(args.output), reference, tuple(args.bd_range))
+    print((Path(args.output) / "bd-rate.md").read_text())
+    print(f"wrote {args.output}/rd.csv, rd.png, bd-rate.md and one JSON per codec")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

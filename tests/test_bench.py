@@ -1,0 +1,86 @@
+"""RD harness: BD-rate on known cases, the harness end to end, CompressAI-readable JSON."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aecodec.bench.bdrate import bd_rate
+from aecodec.bench.rd import main as bench_main
+
+RATES = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
+PSNRS = np.array([26.0, 28.5, 31.0, 34.0, 37.5])
+
+
+def test_bd_rate_identical_curves_is_zero():
+    assert bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bd_rate_half_rate_is_minus_50():
+    assert bd_rate(RATES, PSNRS, RATES / 2, PSNRS) == pytest.approx(-50.0, abs=1e-6)
+    assert bd_rate(RATES, PSNRS, RATES * 2, PSNRS) == pytest.approx(100.0, abs=1e-6)
+
+
+def test_bd_rate_better_quality_is_negative_and_no_overlap_is_nan():
+    assert bd_rate(RATES, PSNRS, RATES, PSNRS + 1.0) < -10
+    assert np.isnan(bd_rate(RATES, PSNRS, RATES, PSNRS + 50))
+    assert np.isnan(bd_rate(RATES[:1], PSNRS[:1], RATES, PSNRS))
+
+
+def test_bd_rate_respects_rate_range():
+    # outside the range the test curve is much worse; inside it is identical
+    test_p = PSNRS.copy()
+    test_p[-1] -= 5
+    assert bd_rate(RATES, PSNRS, RATES, test_p, rate_range=(0.1, 0.8)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_harness_end_to_end(tmp_path, kodak_crop):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    big = kodak_crop.resize((192, 192))  # > 160 px so MS-SSIM is defined
+    big.save(images / "a.png")
+    big.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(images / "b.png")
+    out = tmp_path / "out"
+    args = [str(images), "-o", str(out), "--codecs", "aecodec,jpeg,jpeg2000", "--qualities", "1,4,8",
+            "-j", "1", "--no-progress"]
+    assert bench_main(args) == 0
+    rows = (out / "rd.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[:3] == ["image", "codec", "param"]
+    # 2 images x (3 aecodec + 2x16 JPEG + 17 JPEG 2000) points
+    assert len(rows) - 1 == 2 * (3 + 32 + 17)
+    for name in ("aecodec", "jpeg-420", "jpeg-444", "jpeg-2000"):
+        doc = json.loads((out / f"{name}.json").read_text())
+        res = doc["results"]
+        assert len(res["bpp"]) == len(res["psnr-rgb"]) == len(res["ms-ssim-rgb"]) > 2
+        assert all(0 < b < 24 for b in res["bpp"])
+    aec = json.loads((out / "aecodec.json").read_text())["results"]
+    assert aec["bpp"] == sorted(aec["bpp"])  # rate grows with quality
+    table = (out / "bd-rate.md").read_text()
+    assert "| aecodec |" in table and "JPEG 2000" in table
+    assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a rerun is served from the cache
+    cached = len(list((out / "cache").glob("*.json")))
+    assert cached == len(rows) - 1
+    assert bench_main(args) == 0
+    assert len(list((out / "cache").glob("*.json"))) == cached
+
+
+def test_json_is_readable_by_compressai(tmp_path, kodak_crop):
+    plot = pytest.importorskip("compressai.utils.plot.__main__")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    kodak_crop.save(images / "a.png")
+    out = tmp_path / "out"
+    assert bench_main([str(images), "-o", str(out), "--codecs", "jpeg", "-j", "1", "--no-progress"]) == 0
+    parsed = plot.parse_json_file(out / "jpeg-420.json", "psnr")
+    assert parsed["name"] == "JPEG 4:2:0" and len(parsed["xs"]) == 16
+
+
+def test_reference_jsons_load(tmp_path):
+    from aecodec.bench.rd import load_reference
+
+    (tmp_path / "x.json").write_text(json.dumps({"name": "X", "results": {"bpp": [0.1, 0.2], "psnr-rgb": [1, 2]}}))
+    (tmp_path / "broken.json").write_text("{")
+    ref = load_reference(tmp_path)
+    assert list(ref) == ["x"] and ref["x"]["bpp"] == [0.1, 0.2]
