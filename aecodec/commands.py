@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import AecError
-from .fileio import atomic_write_bytes, write_stdout
+from .fileio import atomic_write_bytes, check_writable, write_stdout
 
 
 def _read_input(path: str, limit: int | None = None) -> bytes:
@@ -39,18 +39,21 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
         atomic_write_bytes(Path(path), data, force=force)
 
 
-def _check_output(path: str, force: bool) -> None:
-    """Fail before doing the work if the output would be refused anyway."""
-    if path == "-":
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise AecError(f"{path}: is a directory")
-    if p.exists() and not force:
-        raise AecError(f"{path} exists; use -f to overwrite")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise AecError(f"{parent}: no such directory")
+def _output_path(args, suffix: str) -> str:
+    """-o if given; stdout for stdin input; else the input with `suffix`. Checked before the work
+    starts, so a refused output costs nothing."""
+    if args.output:
+        out = args.output
+    elif args.input == "-":
+        out = "-"
+    else:
+        out = str(Path(args.input).with_suffix(suffix))
+    if out == "-":
+        return out
+    if args.input != "-" and Path(out).resolve() == Path(args.input).resolve():
+        raise AecError("output would overwrite the input")
+    check_writable(Path(out), args.force)
+    return out
 
 
 def _notes_to_stderr(caught, quiet: bool) -> None:
@@ -66,15 +69,7 @@ def _notes_to_stderr(caught, quiet: bool) -> None:
 def cmd_compress(args) -> int:
     from .api import compress
 
-    if args.output:
-        out = args.output
-    elif args.input == "-":
-        out = "-"
-    else:
-        out = str(Path(args.input).with_suffix(".aec"))
-    if out != "-" and args.input != "-" and Path(out).resolve() == Path(args.input).resolve():
-        raise AecError("output would overwrite the input")
-    _check_output(out, args.force)
+    out = _output_path(args, ".aec")
     raw = _read_input(args.input)
     if not raw:
         raise AecError(f"{args.input}: empty file")
@@ -109,14 +104,8 @@ def _output_format(out: str) -> str:
 def cmd_decompress(args) -> int:
     from .api import decompress
 
-    if args.output:
-        out = args.output
-    elif args.input == "-":
-        out = "-"
-    else:
-        out = str(Path(args.input).with_suffix(".png"))
+    out = _output_path(args, ".png")
     fmt = _output_format(out)
-    _check_output(out, args.force)
     from .codec.bitstream import MAX_FILE
 
     data = _read_input(args.input, MAX_FILE)

@@ -10,14 +10,23 @@ from pathlib import Path
 from .errors import AecError
 
 
-def atomic_write_bytes(path: Path | str, data: bytes, force: bool = False) -> None:
-    """Write data to path atomically. Without force, refuse if path exists (checked atomically)."""
-    path = Path(path)
+def check_writable(path: Path, force: bool) -> Path:
+    """Refuse early: a directory, an existing file without force, a missing parent directory.
+    Returns the parent directory."""
     if path.is_dir():
         raise AecError(f"{path}: is a directory")
     if path.exists() and not force:
         raise AecError(f"{path} exists; use -f to overwrite")
     parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise AecError(f"{parent}: no such directory")
+    return parent
+
+
+def atomic_write_bytes(path: Path | str, data: bytes, force: bool = False) -> None:
+    """Write data to path atomically. Without force, refuse if path exists (checked atomically)."""
+    path = Path(path)
+    parent = check_writable(path, force)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
     except OSError as e:

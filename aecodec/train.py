@@ -79,6 +79,7 @@ def rd_loss(out, x, quality: torch.Tensor):
 def evaluate(model: AecModel, images, device, qualities, k_of) -> list[dict]:
     """Estimated Kodak RD (rounded latents, model likelihoods; the real coder adds ~1%)."""
     model.eval()
+    model._g_s64 = model._h_s64 = None  # float64 copies would hold stale weights mid-training
     rows = []
     for q in qualities:
         bpps, psnrs = [], []

@@ -70,7 +70,7 @@ def test_seeded_fuzz_run(tmp_path):
 def test_extreme_header_fields_are_refused_cheaply(real_file):
     n = real_file[5]
     base = 6 + n + 8
-    for off, fmt, value in [(base, ">I", 2**32 - 1), (base + 4, ">I", 0), (base, ">II", (8192, 8193)),
+    for off, fmt, value in [(base, ">I", 2**32 - 1), (base + 4, ">I", 0), (base, ">II", (8192, 8193)), (base, ">II", (8192, 8192)),
                             (base + 9, ">B", 0), (base + 10, ">H", 193), (base + 12, ">I", 2**32 - 1)]:
         d = bytearray(real_file)
         struct.pack_into(fmt, d, off, *(value if isinstance(value, tuple) else (value,)))
@@ -201,8 +201,14 @@ def test_tiled_transforms_have_no_seams(kodak_crop, monkeypatch):
     img = np.asarray(kodak_crop.resize((200, 136)))
     whole = coder.decode(coder.encode(img, "RGB", 5), device="cpu")[0]
     monkeypatch.setattr(coder, "TILE", 4)  # 64-pixel tiles: 4 x 3 tiles with halos
+    monkeypatch.setattr(coder, "TILE_S", 3)
     data = coder.encode(img, "RGB", 5)
     tiled = coder.decode(data, device="cpu")[0]
-    # equal up to float rounding: at most 1 level, on very few pixels
-    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+    # analysis tiles: float32, equal up to rounding (a symbol may flip, so compare pixels loosely)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 8
     assert (whole != tiled).mean() < 0.01
+    # synthesis tiles (float64): the same file decodes to exactly the same pixels tiled or not
+    monkeypatch.setattr(coder, "TILE", 64)
+    monkeypatch.setattr(coder, "TILE_S", 48)
+    untiled = coder.decode(data, device="cpu")[0]
+    assert np.array_equal(untiled, tiled)

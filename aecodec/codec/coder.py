@@ -46,13 +46,15 @@ def _transforms_on(loaded: LoadedModel, device: torch.device):
 # a few latents around each output, so a halo of HALO latents around every tile makes the tiled
 # result equal the whole-image one up to float rounding: no seams. Images up to TILE pixels per
 # side are a single tile.
-TILE = 1024 // 16   # latents per tile side (1024 pixels)
+TILE = 1024 // 16   # latents per analysis tile side (1024 pixels)
+TILE_S = 768 // 16  # latents per synthesis tile side (768 pixels: it runs in float64)
 HALO = 4            # latents of context on each side (64 pixels), more than g_a/g_s can see
 
 
-def _tiles(n: int):
-    """[(start, stop)] covering 0..n in steps of TILE latents."""
-    return [(a, min(a + TILE, n)) for a in range(0, n, TILE)]
+def _tiles(n: int, size: int | None = None):
+    """[(start, stop)] covering 0..n in steps of `size` (default TILE) latents."""
+    size = size or TILE
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 def _analyze_tiled(net, x: torch.Tensor) -> torch.Tensor:
@@ -74,8 +76,8 @@ def _synthesize_tiled(net, y_hat: torch.Tensor, quality: int, height: int, width
     """g_s tile by tile, straight to cropped uint8 pixels (3, height, width) on the CPU."""
     _, _, h, w = y_hat.shape
     out = torch.empty((3, height, width), dtype=torch.uint8)
-    for r0, r1 in _tiles(h):
-        for c0, c1 in _tiles(w):
+    for r0, r1 in _tiles(h, TILE_S):
+        for c0, c1 in _tiles(w, TILE_S):
             if 16 * r0 >= height or 16 * c0 >= width:
                 continue
             a0, a1, b0, b1 = max(0, r0 - HALO), min(h, r1 + HALO), max(0, c0 - HALO), min(w, c1 + HALO)

@@ -71,6 +71,7 @@ class AecModel(CompressionModel):
         self.gain = nn.Parameter(init[:, None].repeat(1, M))
         self.inv_gain = nn.Parameter((1.0 / init)[:, None].repeat(1, M))
         self._h_s64 = None
+        self._g_s64 = None
 
     @property
     def channels(self) -> int:
@@ -104,6 +105,7 @@ class AecModel(CompressionModel):
         if scale_table is None:
             scale_table = get_scale_table()
         self._h_s64 = None
+        self._g_s64 = None
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
 
     def _scales(self, z_hat: torch.Tensor) -> torch.Tensor:
@@ -170,5 +172,12 @@ class AecModel(CompressionModel):
 
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, quality: int) -> torch.Tensor:
+        """Decoder transform in float64. Pixels are rounded to 8 bits at the end; float32 results
+        differ between CPU and GPU by ~1e-6, enough to flip a few pixels across a rounding
+        boundary, while float64's ~1e-15 makes such a flip practically impossible. So the same
+        file decodes to the same pixels on any device."""
+        if self._g_s64 is None or next(self._g_s64.parameters()).device != y_hat.device:
+            self._g_s64 = copy.deepcopy(self.g_s).to(device=y_hat.device, dtype=torch.float64)
+            self._g_s64.requires_grad_(False)
         _, ig = self._gains(quality, y_hat.device)
-        return self.g_s(y_hat * ig)
+        return self._g_s64(y_hat.double() * ig.double())

@@ -165,14 +165,15 @@ def _strided_like(t: torch.Tensor) -> torch.Tensor:
 
 
 def _block_p(C: int, block_c: int) -> int:
-    # Keep the register tile near 4096 elements per program (tuned on an H100, docs/performance.md).
+    # Register tile of ~1024 elements per program: the best of the sweep on an H100
+    # (docs/performance.md); AECODEC_GQ_TILE / AECODEC_GQ_WARPS override for tuning.
     env = os.environ.get("AECODEC_GQ_TILE")
-    tile = int(env) if env else 4096
+    tile = int(env) if env else 1024
     return max(1, min(64, tile // block_c))
 
 
 def _num_warps() -> int:
-    return int(os.environ.get("AECODEC_GQ_WARPS", "4"))
+    return int(os.environ.get("AECODEC_GQ_WARPS", "2"))
 
 
 def _launch_fwd(y, k, mode, noise):
