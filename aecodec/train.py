@@ -10,6 +10,7 @@ exported weights file (the way training continues across GPU sessions).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -79,7 +80,7 @@ def rd_loss(out, x, quality: torch.Tensor):
 def evaluate(model: AecModel, images, device, qualities, k_of) -> list[dict]:
     """Estimated Kodak RD (rounded latents, model likelihoods; the real coder adds ~1%)."""
     model.eval()
-    model._g_s64 = model._h_s64 = None  # float64 copies would hold stale weights mid-training
+    model.drop_float64_copies()  # they would hold stale weights mid-training
     rows = []
     for q in qualities:
         bpps, psnrs = [], []
@@ -107,7 +108,7 @@ def save_checkpoint(model: AecModel, path: Path, step: int, args: dict) -> None:
     state = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     meta = {"step": str(step), "args": json.dumps(args),
-            "config": json.dumps(vars(model.config) if hasattr(model.config, "__dict__") else {})}
+            "config": json.dumps(dataclasses.asdict(model.config))}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)

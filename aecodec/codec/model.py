@@ -70,8 +70,7 @@ class AecModel(CompressionModel):
         init = torch.exp(torch.linspace(math.log(0.5), math.log(4.0), Q))
         self.gain = nn.Parameter(init[:, None].repeat(1, M))
         self.inv_gain = nn.Parameter((1.0 / init)[:, None].repeat(1, M))
-        self._h_s64 = None
-        self._g_s64 = None
+        self._float64 = {}  # name -> float64 copy of a submodule (see _in_float64)
 
     @property
     def channels(self) -> int:
@@ -104,18 +103,27 @@ class AecModel(CompressionModel):
     def update(self, scale_table=None, force=False, update_quantiles=False):
         if scale_table is None:
             scale_table = get_scale_table()
-        self._h_s64 = None
-        self._g_s64 = None
+        self.drop_float64_copies()
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
 
     def _scales(self, z_hat: torch.Tensor) -> torch.Tensor:
         """Scale network in float64: the scale -> CDF-index mapping must agree bit for bit between
         the encoder and a decoder on another device; float32 convolutions differ across devices
         and would desynchronise the entropy decoder at rare index boundaries."""
-        if self._h_s64 is None or next(self._h_s64.parameters()).device != z_hat.device:
-            self._h_s64 = copy.deepcopy(self.h_s).to(device=z_hat.device, dtype=torch.float64)
-            self._h_s64.requires_grad_(False)
-        return self._h_s64(z_hat.double())
+        return self._in_float64("h_s", z_hat.device)(z_hat.double())
+
+    def _in_float64(self, name: str, device) -> nn.Module:
+        """A cached float64 copy of submodule `name` on `device` (the decoding paths' precision)."""
+        m = self._float64.get(name)
+        if m is None or next(m.parameters()).device != torch.device(device):
+            m = copy.deepcopy(getattr(self, name)).to(device=device, dtype=torch.float64)
+            m.requires_grad_(False)
+            self._float64[name] = m
+        return m
+
+    def drop_float64_copies(self) -> None:
+        """Forget the float64 copies, which go stale when the weights change (training, loading)."""
+        self._float64 = {}
 
     @torch.no_grad()
     def analyze(self, x: torch.Tensor, quality: int, k: int, g_a=None):
@@ -176,8 +184,5 @@ class AecModel(CompressionModel):
         differ between CPU and GPU by ~1e-6, enough to flip a few pixels across a rounding
         boundary, while float64's ~1e-15 makes such a flip practically impossible. So the same
         file decodes to the same pixels on any device."""
-        if self._g_s64 is None or next(self._g_s64.parameters()).device != y_hat.device:
-            self._g_s64 = copy.deepcopy(self.g_s).to(device=y_hat.device, dtype=torch.float64)
-            self._g_s64.requires_grad_(False)
         _, ig = self._gains(quality, y_hat.device)
-        return self._g_s64(y_hat.double() * ig.double())
+        return self._in_float64("g_s", y_hat.device)(y_hat.double() * ig.double())

@@ -22,7 +22,7 @@ from .model import AecModel, ModelConfig
 
 DEFAULT_MODEL = "aec-hp-128-192"
 DIGEST_BYTES = 8
-_FP16_SUFFIXES = (".weight", ".bias")  # conv kernels and biases; GDN/entropy params stay float32
+_FP16_SUFFIXES = (".weight", ".bias")  # conv kernels and biases; GDN/entropy/gain params stay float32
 
 
 def digest(data: bytes) -> bytes:
@@ -30,8 +30,7 @@ def digest(data: bytes) -> bytes:
 
 
 def _is_half_safe(name: str) -> bool:
-    return name.startswith(("g_a.", "g_s.", "h_a.", "h_s.")) and name.endswith(_FP16_SUFFIXES) \
-        and ".beta" not in name and ".gamma" not in name
+    return name.startswith(("g_a.", "g_s.", "h_a.", "h_s.")) and name.endswith(_FP16_SUFFIXES)
 
 
 def export_bytes(model: AecModel, name: str, default_k: list[int], extra: dict | None = None) -> bytes:
