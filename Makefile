@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench-kodak bench-kernels clean
+.PHONY: demo test bench-kodak bench-kernels bench-train train train-stop train-status train-eval clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,37 @@ bench-kodak: $(VENV)/.installed
 
 bench-kernels: $(VENV)/.installed
 	$(PY) -m aecodec.bench.kernels --train-speed
+
+bench-train: $(VENV)/.installed
+	$(PY) -m aecodec.bench.train_speed --check
+
+# The long training run (docs/training.md): `make train` starts or resumes it in the background at
+# low priority; `make train-stop` saves and stops it; `make train-eval` scores it on validation.
+RUN ?= main
+RUNS ?= $(HOME)/.cache/aecodec/runs
+RUN_DIR := $(RUNS)/$(RUN)
+
+train: $(VENV)/.installed
+	@mkdir -p $(RUN_DIR)
+	@if [ -f $(RUN_DIR)/pid ] && kill -0 $$(cat $(RUN_DIR)/pid) 2>/dev/null; then \
+	  echo "run $(RUN) is already going (pid $$(cat $(RUN_DIR)/pid))"; \
+	else \
+	  AECODEC_RUNS=$(RUNS) nohup nice -n 19 $(VENV)/bin/aecodec train --run $(RUN) --quiet \
+	    >> $(RUN_DIR)/train.out 2>&1 & echo $$! > $(RUN_DIR)/pid; \
+	  echo "run $(RUN) started (pid $$(cat $(RUN_DIR)/pid)); log: $(RUN_DIR)/log.csv, output: $(RUN_DIR)/train.out"; \
+	fi
+
+train-stop:
+	@if [ -f $(RUN_DIR)/pid ] && kill -0 $$(cat $(RUN_DIR)/pid) 2>/dev/null; then \
+	  pid=$$(cat $(RUN_DIR)/pid); kill -CONT $$pid; kill -TERM $$pid; \
+	  while kill -0 $$pid 2>/dev/null; do sleep 1; done; echo "run $(RUN) stopped and saved"; \
+	else echo "run $(RUN) is not running"; fi
+
+train-status:
+	@tail -n 3 $(RUN_DIR)/log.csv 2>/dev/null || echo "no run $(RUN) in $(RUNS)"
+
+train-eval: $(VENV)/.installed
+	AECODEC_RUNS=$(RUNS) $(VENV)/bin/aecodec train --run $(RUN) --evaluate
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -99,36 +99,47 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-q", "--quality", type=_quality, help="only this quality (default: all 8)")
     m.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
-    t = sub.add_parser("train", help="train the model on a folder of images",
-                       description="Train the variable-rate model (CPU or CUDA); writes "
-                       "OUT/checkpoint.safetensors periodically.")
-    t.add_argument("data", help="folder of training images")
-    t.add_argument("--out", default="runs/train", help="output folder for checkpoints (default runs/train)")
-    t.add_argument("--steps", type=_positive_int, default=100_000, help="total steps (default 100000)")
-    t.add_argument("--batch", type=_positive_int, default=16)
-    t.add_argument("--crop", type=_positive_int, default=256)
-    t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--lr-min", type=float, default=1e-5)
-    t.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
-    t.add_argument("--k-min", type=int, default=32, help="smallest k drawn during training")
-    t.add_argument("--N", type=_positive_int, default=128)
-    t.add_argument("--M", type=_positive_int, default=192)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    t.add_argument("--resume", help="checkpoint or exported weights to continue from")
-    t.add_argument("--eval-dir", help="folder evaluated periodically (e.g. Kodak; never train on it)")
-    t.add_argument("--eval-every", type=int, default=2000)
-    t.add_argument("--save-every", type=_positive_int, default=1000)
-    t.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this many minutes")
-    t.add_argument("--log-every-s", type=float, default=10.0)
-    t.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", help="train (start or resume) a run; evaluate it on validation images",
+                       description="Start or resume a training run. A run lives in a fixed directory "
+                       "outside the repository (default ~/.cache/aecodec/runs/NAME, or $AECODEC_RUNS/NAME) "
+                       "holding its whole state, written atomically every few minutes; SIGTERM or Ctrl-C "
+                       "saves and exits cleanly. A new run starts from the shipped default model unless "
+                       "--init says otherwise. Recipe flags given on a resume change the stored recipe.")
+    t.add_argument("--run", default="main", help="run name (under the runs directory) or a directory path; default main")
+    t.add_argument("--data", help="training folder (validation images are carved out of it by a fixed rule; "
+                   "new runs default to ../shared/data/train)")
+    t.add_argument("--init", help="new runs only: exported weights, a run state file, a shipped model "
+                   "name, or 'scratch' (default: the shipped default model)")
+    t.add_argument("--means", action="store_true", default=None,
+                   help="new runs only: mean-scale hyperprior (h_s also predicts integer means)")
+    t.add_argument("--minutes", type=float, help="stop (and save) after this many minutes (default: until stopped)")
+    t.add_argument("--steps", type=_positive_int, help="stop after this many more steps")
+    t.add_argument("--evaluate", action="store_true",
+                   help="evaluate the run's EMA weights on the validation set (bpp/PSNR per quality, "
+                   "BD-rate vs JPEG 2000) and exit")
+    t.add_argument("--batch", type=_positive_int, help="crops per step (new runs: 8)")
+    t.add_argument("--crop", type=_positive_int, help="crop side in pixels (new runs: 128)")
+    t.add_argument("--lr", type=float, help="learning rate, constant (new runs: 2e-4)")
+    t.add_argument("--ema-decay", type=float, help="decay of the weight EMA (new runs: 0.999)")
+    t.add_argument("--k-min", type=_positive_int, help="smallest k drawn in training (new runs: 32)")
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast for g_a/g_s (new runs: on)")
+    t.add_argument("--threads", type=int, help="torch threads, 0 = all cores (new runs: 0)")
+    t.add_argument("--seed", type=int, help="new runs: seed of the data and noise generators (0)")
+    t.add_argument("--save-minutes", type=float, default=5.0, help="minutes between state saves (default 5)")
+    t.add_argument("--log-seconds", type=float, default=60.0, help="seconds between log lines (default 60)")
     t.add_argument("--quiet", action="store_true")
 
-    e = sub.add_parser("export", help="checkpoint -> shipped safetensors weights",
-                       description="Export a training checkpoint to the weights format the package ships.")
-    e.add_argument("checkpoint")
+    e = sub.add_parser("export", help="training run -> shipped safetensors weights",
+                       description="Export a run's EMA weights (or a weights file) to the format the "
+                       "package ships, choosing the default k per quality on validation images.")
+    e.add_argument("source", help="run name, run directory, run state file or weights file")
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--name", default="aec-hp-128-192")
-    e.add_argument("--default-k", help="default k per quality, comma-separated (one value for all)")
+    e.add_argument("--default-k", help="default k per quality, comma-separated (one value for all), "
+                   "or 'auto' (default): chosen on validation images")
+    e.add_argument("--data", help="training folder whose validation images choose k (default: the run's)")
+    e.add_argument("--k-images", type=_positive_int, default=12, help="validation images used to choose k")
     e.add_argument("--register", action="store_true",
                    help="also record name, file and SHA-256 in manifest.json beside the output")
     e.add_argument("-f", "--force", action="store_true")
@@ -159,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from .commands import cmd_demo as run
         elif args.command == "train":
-            from .train import train as run
+            from .train.commands import cmd_train as run
         else:
-            from .train import export as run
+            from .train.commands import cmd_export as run
         return run(args) or 0
     except AecError as e:
         print(f"aecodec: error: {e}", file=sys.stderr)

@@ -54,3 +54,34 @@ def test_quality_gains_order_rate():
     x = _to_tensor(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "cpu")
     nz = [int((loaded.model.analyze(x, q, loaded.model.channels)[0] != 0).sum()) for q in (1, 8)]
     assert nz[0] < nz[1]
+
+
+def test_mean_scale_model_codes_integer_latents_exactly():
+    """A mean-scale model (integer means) round-trips its k-sparse latents through the coder, and
+    a scale-only state gains a zero mean head that leaves its likelihoods unchanged at first."""
+    from aecodec.codec.model import with_mean_head
+
+    torch.manual_seed(0)
+    scale_only = AecModel(ModelConfig(N=16, M=24)).eval()
+    m = AecModel(ModelConfig(N=16, M=24, means=True))
+    m.load_state_dict(with_mean_head(scale_only.state_dict(), 24))
+    with torch.no_grad():  # non-trivial means
+        m.h_s[4].bias[24:] = torch.linspace(-3, 3, 24)
+    m.eval().update(force=True)
+    x = torch.rand(1, 3, PAD, 2 * PAD)
+    y_hat, z = m.analyze(x, 5, 12)
+    y_bytes, z_bytes = m.encode_latents(y_hat, z)
+    out = m.decode_latents(y_bytes, z_bytes, (1, 2))
+    assert torch.equal(out, y_hat)
+    _, means = m._coding_parameters(m.entropy_bottleneck.decompress([z_bytes], (1, 2)))
+    assert means.abs().max() >= 1 and torch.equal(means, torch.round(means))
+    # zero mean head: the same training likelihoods as the scale-only model
+    m2 = AecModel(ModelConfig(N=16, M=24, means=True))
+    m2.load_state_dict(with_mean_head(scale_only.state_dict(), 24))
+    xt = torch.rand(2, 3, 64, 64)
+    torch.manual_seed(1)
+    a = scale_only.train()(xt, torch.tensor([1, 8]), 12)["likelihoods"]["y"]
+    torch.manual_seed(1)
+    b = m2.train()(xt, torch.tensor([1, 8]), 12)["likelihoods"]["y"]
+    scale_only.eval()
+    assert torch.equal(a, b)

@@ -12,6 +12,7 @@ latent position, is a run-time knob.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -42,6 +43,29 @@ class ModelConfig:
     N: int = 128
     M: int = 192
     qualities: int = QUALITIES
+    means: bool = False  # mean-scale hyperprior: h_s predicts an integer mean per latent too
+
+    def to_dict(self) -> dict:
+        d = {"N": self.N, "M": self.M, "qualities": self.qualities}
+        if self.means:  # scale-only configs keep their original form (and file digests)
+            d["means"] = True
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(N=int(d["N"]), M=int(d["M"]), qualities=int(d.get("qualities", QUALITIES)),
+                   means=bool(d.get("means", False)))
+
+
+def with_mean_head(state: dict, M: int) -> dict:
+    """A scale-only model's state dict -> the mean-scale model's, predicting mean 0 at first:
+    h_s's last convolution gets M more output channels (the means) with zero weights."""
+    state = dict(state)
+    w, b = state["h_s.4.weight"], state["h_s.4.bias"]
+    if w.shape[0] == M:
+        state["h_s.4.weight"] = torch.cat([w, torch.zeros_like(w)])
+        state["h_s.4.bias"] = torch.cat([b, torch.zeros_like(b)])
+    return state
 
 
 class AecModel(CompressionModel):
@@ -60,9 +84,11 @@ class AecModel(CompressionModel):
             conv(M, N, stride=1, kernel_size=3), nn.ReLU(inplace=True),
             conv(N, N), nn.ReLU(inplace=True), conv(N, N),
         )
+        # h_s -> scales (M channels, ReLU), and for mean-scale models M more: the means.
         self.h_s = nn.Sequential(
             deconv(N, N), nn.ReLU(inplace=True), deconv(N, N), nn.ReLU(inplace=True),
-            conv(N, M, stride=1, kernel_size=3), nn.ReLU(inplace=True),
+            conv(N, 2 * M if config.means else M, stride=1, kernel_size=3),
+            *([] if config.means else [nn.ReLU(inplace=True)]),
         )
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
@@ -83,21 +109,28 @@ class AecModel(CompressionModel):
         return g, ig
 
     # ---- training -------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, quality: torch.Tensor, k: int):
+    def forward(self, x: torch.Tensor, quality: torch.Tensor, k: int, autocast: torch.dtype | None = None):
         """Training/evaluation pass with noise-quantized likelihoods.
 
         quality: (B,) integers in 1..Q, one per image. Returns x_hat and the likelihoods of y, z.
+        autocast: run g_a and g_s (nearly all of the arithmetic) in this dtype, e.g. torch.bfloat16
+        on a CPU with AVX512_BF16; the latent path, the hyperprior and the likelihoods stay float32.
         """
-        y = self.g_a(x)
+        lowp = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
+        with lowp():
+            y = self.g_a(x)
         g, ig = self._gains(quality, x.device)
-        y_noisy, y_ste = gate_quantize(y * g, k, mode="mixed")
+        y_noisy, y_ste = gate_quantize(y.float() * g, k, mode="mixed")
         z = self.h_a(y_noisy.abs())
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        scales = self.h_s(z_hat)
-        y_likelihoods = self.gaussian_conditional._likelihood(y_noisy, scales)
+        scales, means = self.entropy_parameters(self.h_s(z_hat))
+        if means is not None:  # rounded as the coder rounds them; gradients pass straight through
+            means = means + (torch.round(means) - means).detach()
+        y_likelihoods = self.gaussian_conditional._likelihood(y_noisy, scales, means)
         y_likelihoods = self.gaussian_conditional.likelihood_lower_bound(y_likelihoods)
-        x_hat = self.g_s(y_ste * ig)
-        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        with lowp():
+            x_hat = self.g_s(y_ste * ig)
+        return {"x_hat": x_hat.float(), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     # ---- coding ---------------------------------------------------------------------------
     def update(self, scale_table=None, force=False, update_quantiles=False):
@@ -106,11 +139,28 @@ class AecModel(CompressionModel):
         self.drop_float64_copies()
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
 
-    def _scales(self, z_hat: torch.Tensor) -> torch.Tensor:
-        """Scale network in float64: the scale -> CDF-index mapping must agree bit for bit between
-        the encoder and a decoder on another device; float32 convolutions differ across devices
-        and would desynchronise the entropy decoder at rare index boundaries."""
-        return self._in_float64("h_s", z_hat.device)(z_hat.double())
+    def entropy_parameters(self, params: torch.Tensor):
+        """h_s output -> (scales, means or None)."""
+        if not self.config.means:
+            return params, None
+        scales, means = params.chunk(2, dim=1)
+        return torch.relu(scales), means
+
+    def _coding_parameters(self, z_hat: torch.Tensor):
+        """(CDF indexes, integer means or None) from z_hat, computed in float64: they must agree
+        bit for bit between the encoder and a decoder on another device; float32 convolutions
+        differ across devices and would desynchronise the entropy decoder at rare boundaries.
+
+        Means are rounded to integers, so the k-sparse latents stay integers (gated channels are
+        exactly 0) and the coded symbols are y_hat - mean under the zero-mean scale tables."""
+        scales, means = self.entropy_parameters(self._in_float64("h_s", z_hat.device)(z_hat.double()))
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        if means is None:
+            return indexes, None
+        # bounded means keep every coded symbol (y_hat - mean) within the escape coder's fast range
+        if not torch.all(means.abs() < SYMBOL_LIMIT):
+            raise ValueError("entropy parameters out of range")
+        return indexes, torch.round(means).float()
 
     def _in_float64(self, name: str, device) -> nn.Module:
         """A cached float64 copy of submodule `name` on `device` (the decoding paths' precision)."""
@@ -142,8 +192,8 @@ class AecModel(CompressionModel):
             raise ValueError("latents out of the coder's range")
         z_bytes = self.entropy_bottleneck.compress(z.float().cpu())[0]
         z_hat = self.entropy_bottleneck.decompress([z_bytes], z.shape[-2:])
-        indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat))
-        y_bytes = self.gaussian_conditional.compress(y_hat.float().cpu(), indexes)[0]
+        indexes, means = self._coding_parameters(z_hat)
+        y_bytes = self.gaussian_conditional.compress(y_hat.float().cpu(), indexes, means)[0]
         return y_bytes, z_bytes
 
     @staticmethod
@@ -170,11 +220,12 @@ class AecModel(CompressionModel):
             raise ValueError("hyper-latent stream decodes out of range")
         if self.entropy_bottleneck.compress(z_hat)[0] != z_bytes:
             raise ValueError("hyper-latent stream does not decode cleanly")
-        indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat))
-        y_hat = self.gaussian_conditional.decompress([self._guard(y_bytes, indexes.numel())], indexes)
+        indexes, means = self._coding_parameters(z_hat)
+        y_hat = self.gaussian_conditional.decompress([self._guard(y_bytes, indexes.numel())], indexes,
+                                                     means=means)
         if not torch.all(y_hat.abs() < SYMBOL_LIMIT):
             raise ValueError("latent stream decodes out of range")
-        if self.gaussian_conditional.compress(y_hat, indexes)[0] != y_bytes:
+        if self.gaussian_conditional.compress(y_hat, indexes, means)[0] != y_bytes:
             raise ValueError("latent stream does not decode cleanly")
         return y_hat
 

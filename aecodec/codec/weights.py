@@ -46,7 +46,7 @@ def export_bytes(model: AecModel, name: str, default_k: list[int], extra: dict |
     meta = {
         "format": "aecodec-weights-1",
         "name": name,
-        "config": json.dumps({"N": model.config.N, "M": model.config.M, "qualities": model.config.qualities}),
+        "config": json.dumps(model.config.to_dict()),
         "default_k": json.dumps([int(k) for k in default_k]),
     }
     meta.update({k: str(v) for k, v in (extra or {}).items()})
@@ -91,8 +91,7 @@ def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedM
     if meta.get("format") != "aecodec-weights-1":
         raise AecError("not an aecodec weights file (missing format tag)")
     try:
-        cfg = json.loads(meta["config"])
-        config = ModelConfig(N=int(cfg["N"]), M=int(cfg["M"]), qualities=int(cfg["qualities"]))
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
         default_k = [int(k) for k in json.loads(meta["default_k"])]
         tensors = load(data)
     except (KeyError, ValueError, TypeError, SafetensorError) as e:

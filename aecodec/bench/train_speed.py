@@ -1,0 +1,129 @@
+"""Training throughput of the real training step: `python -m aecodec.bench.train_speed`.
+
+Times `aecodec.train.step.Trainer.step` with crops from `CropSampler` (data included) for each
+configuration, and prints megapixels per second and steps per second. `--check` compares one
+bfloat16-autocast step with the float32 step on the same batch and weights (loss difference and
+cosine similarity of the gradients), the evidence that bf16 does not change what is learned.
+Pause a background training run (kill -STOP) while this runs; the cores are shared.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import random
+import time
+
+import torch
+
+from ..codec.model import AecModel
+from ..imageio import list_images
+from ..train.config import TrainConfig
+from ..train.data import CropSampler, split
+from ..train.step import Trainer, draw_k, rd_loss
+
+# (label, bf16, channels_last, compile, threads, batch, crop)
+CONFIGS = [
+    ("fp32", False, True, False, 0, 8, 128),
+    ("fp32 contiguous", False, False, False, 0, 8, 128),
+    ("fp32 1 thread", False, True, False, 1, 8, 128),
+    ("bf16", True, True, False, 0, 8, 128),
+    ("bf16 contiguous", True, False, False, 0, 8, 128),
+    ("bf16 torch.compile", True, True, True, 0, 8, 128),
+    ("bf16 batch 4", True, True, False, 0, 4, 128),
+    ("bf16 batch 16", True, True, False, 0, 16, 128),
+    ("bf16 crop 192", True, True, False, 0, 4, 192),
+    ("bf16 crop 256", True, True, False, 0, 2, 256),
+]
+
+
+def _model(channels_last: bool) -> AecModel:
+    from ..codec.weights import DEFAULT_MODEL, load_model
+
+    m = copy.deepcopy(load_model(DEFAULT_MODEL).model).train()
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def time_config(files, label, bf16, channels_last, compile_, threads, batch, crop, seconds) -> dict:
+    import os
+
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    cfg = TrainConfig(batch=batch, crop=crop, bf16=bf16)
+    trainer = Trainer(_model(channels_last), cfg)
+    if compile_:
+        trainer.model.g_a.compile()  # in place: parameter names (and the EMA's keys) stay
+        trainer.model.g_s.compile()
+    sampler = CropSampler(files, crop)
+    gen = random.Random(0)
+    M = trainer.model.config.M
+
+    def one():
+        x = sampler.batch(batch, gen)
+        if not channels_last:
+            x = x.contiguous()
+        q = torch.tensor([gen.randint(1, 8) for _ in range(batch)])
+        trainer.step(x, q, draw_k(cfg, M, gen))
+
+    for _ in range(3):  # warm-up (and compilation)
+        one()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        one()
+        n += 1
+    dt = (time.perf_counter() - t0) / n
+    return {"config": label, "threads": torch.get_num_threads(), "batch": batch, "crop": crop,
+            "steps_per_s": 1 / dt, "mpx_per_s": batch * crop * crop / dt / 1e6}
+
+
+def check_bf16(files, batch=8, crop=128) -> dict:
+    """One batch through the float32 and the bf16 step from the same weights and the same noise,
+    and, as the yardstick, another batch through the float32 step: bf16's error in the gradient
+    should be small beside the minibatch noise that training lives with anyway."""
+    sampler = CropSampler(files, crop)
+    batches = {seed: sampler.batch(batch, random.Random(seed)) for seed in (1, 2)}
+    q = torch.arange(batch) % 8 + 1
+
+    def run(dtype, seed):
+        m = _model(True)
+        torch.manual_seed(0)  # the latent path's uniform noise
+        x = batches[seed]
+        loss, _, _ = rd_loss(m(x, q, 96, autocast=dtype), x, q)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for n, p in m.named_parameters()
+                                       if p.grad is not None and not n.endswith("quantiles")])
+
+    cos = torch.nn.functional.cosine_similarity
+    (l32, g32), (l16, g16), (_, g32b) = run(None, 1), run(torch.bfloat16, 1), run(None, 2)
+    return {"loss_fp32": l32, "loss_bf16": l16, "loss_rel_diff": abs(l16 - l32) / l32,
+            "grad_cosine": cos(g32, g16, dim=0).item(), "other_batch_grad_cosine": cos(g32, g32b, dim=0).item()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m aecodec.bench.train_speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="../shared/data/train", help="training folder (a few images are used)")
+    p.add_argument("--images", type=int, default=40, help="training images to sample crops from")
+    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per configuration")
+    p.add_argument("--only", help="comma-separated labels to run (default: all)")
+    p.add_argument("--check", action="store_true", help="also compare a bf16 step with a float32 step")
+    args = p.parse_args(argv)
+    files = split(list_images(args.data))[0][: args.images]
+    only = set(args.only.split(",")) if args.only else None
+    print(f"{'configuration':22s} {'threads':>7s} {'batch':>5s} {'crop':>4s} {'steps/s':>8s} {'Mpx/s':>7s}")
+    for cfg in CONFIGS:
+        if only and cfg[0] not in only:
+            continue
+        with contextlib.suppress(KeyboardInterrupt):
+            r = time_config(files, *cfg, seconds=args.seconds)
+            print(f"{r['config']:22s} {r['threads']:7d} {r['batch']:5d} {r['crop']:4d} "
+                  f"{r['steps_per_s']:8.2f} {r['mpx_per_s']:7.3f}", flush=True)
+    if args.check:
+        c = check_bf16(files)
+        print(f"bf16 vs fp32 on one batch: loss {c['loss_fp32']:.4f} vs {c['loss_bf16']:.4f} "
+              f"(rel. diff {c['loss_rel_diff']:.2e}); gradient cosine similarity {c['grad_cosine']:.4f} "
+              f"(fp32 on another batch: {c['other_batch_grad_cosine']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

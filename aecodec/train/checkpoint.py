@@ -1,0 +1,137 @@
+"""The full state of a training run in one safetensors file (no pickle), written atomically.
+
+Tensors: model (`model.*`), EMA weights (`ema.*`), both Adams' per-parameter state
+(`opt.<i>.<name>`, `aux.<i>.<name>`) and torch's RNG state (`rng.torch`). Metadata (JSON): the
+recipe, the step, the data RNG's state, counters (megapixels seen, CPU seconds) and the
+optimizers' hyper-parameters. A run resumes exactly where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ..codec.model import AecModel, ModelConfig, with_mean_head
+from ..codec.weights import load_model_file, shipped_model_bytes, model_from_bytes, DEFAULT_MODEL
+from ..errors import AecError
+from .config import TrainConfig
+from .step import Trainer
+
+STATE_FILE = "state.safetensors"
+
+
+def _flat_optimizer(prefix: str, opt: torch.optim.Optimizer, out: dict) -> list:
+    sd = opt.state_dict()
+    for i, st in sd["state"].items():
+        for name, t in st.items():
+            out[f"{prefix}.{i}.{name}"] = t.detach().cpu().contiguous()
+    return sd["param_groups"]
+
+
+def _unflat_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+    state: dict[int, dict] = {}
+    for key, t in tensors.items():
+        if key.startswith(prefix + "."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = t
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_state(path: Path, trainer: Trainer, step: int, gen: random.Random, counters: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in trainer.ema.items()})
+    groups = _flat_optimizer("opt", trainer.opt, tensors)
+    aux_groups = _flat_optimizer("aux", trainer.aux_opt, tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "format": "aecodec-run-1",
+        "step": json.dumps(step),
+        "config": json.dumps(trainer.cfg.to_dict()),
+        "model_config": json.dumps(trainer.model.config.to_dict()),
+        "data_rng": json.dumps(gen.getstate()),
+        "counters": json.dumps(counters),
+        "opt_groups": json.dumps(groups),
+        "aux_groups": json.dumps(aux_groups),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def read_meta(path: Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "aecodec-run-1":
+        raise AecError(f"{path}: not an aecodec training state")
+    return {k: json.loads(v) for k, v in meta.items() if k != "format"}
+
+
+def load_state(path: Path, cfg_override: dict | None = None):
+    """-> (trainer, step, data generator, counters). cfg_override: recipe fields changed on resume."""
+    meta = read_meta(path)
+    tensors = load_file(str(path))
+    cfg = TrainConfig.from_dict({**meta["config"], **(cfg_override or {})})
+    model = AecModel(ModelConfig.from_dict(meta["model_config"]))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    trainer = Trainer(model.to(memory_format=torch.channels_last).train(), cfg)
+    trainer.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    _unflat_optimizer("opt", trainer.opt, tensors, meta["opt_groups"])
+    _unflat_optimizer("aux", trainer.aux_opt, tensors, meta["aux_groups"])
+    for group in trainer.opt.param_groups:  # a changed recipe takes effect
+        group["lr"] = cfg.lr
+    for group in trainer.aux_opt.param_groups:
+        group["lr"] = cfg.aux_lr
+    torch.set_rng_state(tensors["rng.torch"])
+    gen = random.Random()
+    state = meta["data_rng"]
+    gen.setstate((state[0], tuple(state[1]), state[2]))
+    return trainer, int(meta["step"]), gen, meta["counters"]
+
+
+def initial_model(init: str | None, means: bool = False) -> AecModel:
+    """A model to start a new run from: exported weights or a run state's EMA weights (a path), a
+    shipped model name, or "scratch". The default is the shipped default model, so a machine that
+    lost its run directory continues from what the repository ships. means=True asks for a
+    mean-scale model; a scale-only source then gets a zero-initialized mean head, so the trained
+    transforms carry over."""
+    if init == "scratch":
+        return AecModel(ModelConfig(means=means))
+    if init is None or init in _shipped_names():
+        data, sha = shipped_model_bytes(init or DEFAULT_MODEL)
+        source = model_from_bytes(data, expected_sha256=sha).model
+        config, state = source.config, source.state_dict()
+    else:
+        p = Path(init)
+        try:
+            meta = read_meta(p)
+        except AecError:
+            source = load_model_file(p).model
+            config, state = source.config, source.state_dict()
+        except Exception as e:  # not safetensors at all
+            raise AecError(f"{init}: cannot read ({e})") from None
+        else:
+            tensors = load_file(str(p))
+            config = ModelConfig.from_dict(meta["model_config"])
+            state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+            state.update({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    if means and not config.means:
+        config = dataclasses.replace(config, means=True)
+        state = with_mean_head(state, config.M)
+    elif config.means and not means:
+        raise AecError(f"{init}: a mean-scale model cannot start a scale-only run")
+    model = AecModel(config)
+    model.load_state_dict(state)
+    return model
+
+
+def _shipped_names():
+    from ..codec.weights import shipped_models
+
+    return shipped_models()

@@ -1,0 +1,86 @@
+"""`aecodec train` and `aecodec export` (argument parsing lives in cli.py)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..errors import AecError
+from .checkpoint import STATE_FILE, initial_model, load_state, read_meta
+from .config import TrainConfig
+from .data import validation_set
+from .evaluate import bd_vs_jpeg2000, coding_copy, evaluate, format_result, jpeg2000_anchor
+
+_RECIPE_FLAGS = ("means", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "threads", "seed")
+
+
+def _overrides(args) -> dict:
+    out = {name: getattr(args, name) for name in _RECIPE_FLAGS if getattr(args, name, None) is not None}
+    if "data" in out:
+        out["data"] = str(Path(out["data"]).resolve())
+    return out
+
+
+def _validate(model, data_dir: str, cache_dir: Path, state: dict | None = None):
+    images = validation_set(data_dir)
+    anchor = jpeg2000_anchor(images, cache_dir)
+    result = evaluate(coding_copy(model, state), images)
+    return result, bd_vs_jpeg2000(result, anchor), len(images)
+
+
+def cmd_train(args) -> int:
+    from .loop import run_dir, train, write_eval
+
+    rdir = run_dir(args.run)
+    if args.evaluate:
+        path = rdir / STATE_FILE
+        if not path.exists():
+            raise AecError(f"{rdir}: no training state to evaluate")
+        trainer, step, _, counters = load_state(path)
+        torch.set_num_threads(trainer.cfg.threads or torch.get_num_threads())
+        result, bd, n = _validate(trainer.model, trainer.cfg.data, rdir.parent, trainer.ema)
+        write_eval(rdir, step, counters, result, bd)
+        print(f"{rdir} step {step}, {counters['megapixels']:.0f} Mpx, {counters['cpu_hours']:.2f} CPU core-hours, "
+              f"validation (EMA weights, {n} images):")
+        print(format_result(result, bd))
+        return 0
+    overrides = _overrides(args)
+    if not (rdir / STATE_FILE).exists():
+        overrides.setdefault("data", str(Path(TrainConfig().data).resolve()))
+    train(rdir, overrides, init=args.init, max_steps=args.steps, max_minutes=args.minutes,
+          save_minutes=args.save_minutes, log_seconds=args.log_seconds, quiet=args.quiet)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import choose_default_k, write_weights
+    from .loop import run_dir
+
+    src = Path(args.source)
+    if not src.exists():
+        src = run_dir(args.source)
+    if src.is_dir():
+        src = src / STATE_FILE
+    if not src.exists():
+        raise AecError(f"{args.source}: no such run or file")
+    model = initial_model(str(src))  # EMA weights of a run state, or a weights file
+    extra = {}
+    try:
+        meta = read_meta(src)
+        extra = {"train_steps": meta["step"], "train_megapixels": round(meta["counters"]["megapixels"])}
+        data_dir = meta["config"]["data"]
+    except AecError:
+        data_dir = TrainConfig().data
+    coder = coding_copy(model)
+    if args.default_k in (None, "auto"):
+        images = validation_set(args.data or data_dir)[: args.k_images]
+        default_k = choose_default_k(coder, images)
+    else:
+        default_k = [int(v) for v in args.default_k.split(",")]
+        if len(default_k) == 1:
+            default_k *= model.config.qualities
+    if not math.prod(1 <= k <= model.config.M for k in default_k) or len(default_k) != model.config.qualities:
+        raise AecError(f"--default-k needs {model.config.qualities} values in 1..{model.config.M}")
+    write_weights(coder, Path(args.output), args.name, default_k, extra, args.force, args.register)
+    return 0

@@ -1,0 +1,36 @@
+"""The training recipe as one dataclass: what a run was started with is stored in its state and
+restored on resume, so a run's curve is never silently trained with another recipe."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# The long run's home: outside the repository, survives between sessions on the same machine.
+RUNS_DIR = Path(os.environ.get("AECODEC_RUNS", Path.home() / ".cache" / "aecodec" / "runs"))
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/train"
+    means: bool = False          # mean-scale hyperprior (integer means); see docs/training.md
+    batch: int = 8
+    crop: int = 128
+    lr: float = 2e-4            # constant: an open-ended run; EMA weights are what gets exported
+    ema_decay: float = 0.999
+    aux_lr: float = 1e-3         # the entropy bottleneck's quantiles
+    clip: float = 1.0            # gradient-norm clip
+    k_min: int = 32              # smallest k drawn in training
+    k_full_fraction: float = 0.5  # fraction of steps with k drawn uniformly in [k_min, M]; else M // 2
+    bf16: bool = True            # g_a/g_s under bfloat16 autocast on the CPU (docs/training.md)
+    threads: int = 0             # torch threads; 0 = the machine's cores
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,92 @@
+"""Training and validation images.
+
+The validation set is carved out of the training folder by a fixed rule (the first VAL_COUNT
+files by SHA-256 of their name), so it is the same on every machine and never trained on. Kodak is
+the test set and plays no part here.
+
+Training crops cost the cores nothing: every image is decoded once and kept as uint8 tensors at a
+few scales (downscaling hides the JPEG history of the training photos); a batch is then only
+slicing, flipping and one conversion to float.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import AecError
+from ..imageio import list_images
+
+VAL_COUNT = 24
+VAL_MAX_SIDE = 512       # validation images are center crops of at most this side
+SCALES = (1.0, 0.8, 0.63, 0.5)  # training crops come from the image resized by one of these
+
+
+def split(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(train, validation) file lists: validation = the first VAL_COUNT by SHA-256 of the name."""
+    ranked = sorted(files, key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
+    val = set(ranked[:VAL_COUNT])
+    return [p for p in files if p not in val], sorted(val)
+
+
+def _rgb(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def validation_image(path: Path) -> np.ndarray:
+    """A validation image as uint8 (H, W, 3): large photos halved (hides their JPEG history),
+    then a center crop of at most VAL_MAX_SIDE per side."""
+    img = _rgb(path)
+    if min(img.size) >= 2 * 384:
+        img = img.resize((img.width // 2, img.height // 2), Image.LANCZOS)
+    w, h = img.size
+    cw, ch = min(w, VAL_MAX_SIDE), min(h, VAL_MAX_SIDE)
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return np.asarray(img.crop((x0, y0, x0 + cw, y0 + ch)))
+
+
+def validation_set(data_dir) -> list[tuple[str, np.ndarray]]:
+    _, val = split(list_images(data_dir))
+    return [(p.name, validation_image(p)) for p in val]
+
+
+class CropSampler:
+    """Random training crops from uint8 images held in memory at several scales."""
+
+    def __init__(self, files: list[Path], crop: int, progress: bool = False):
+        from tqdm import tqdm
+
+        self.crop = crop
+        self.images: list[torch.Tensor] = []
+        for f in tqdm(files, desc="decoding training images", disable=not progress, unit="img"):
+            img = _rgb(f)
+            for s in SCALES:
+                w, h = round(img.width * s), round(img.height * s)
+                if min(w, h) < crop:
+                    continue
+                im = img if s == 1.0 else img.resize((w, h), Image.LANCZOS)
+                self.images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
+        if not self.images:
+            raise AecError(f"no training image has a side of at least {crop} pixels")
+        self.pixels = sum(t.shape[1] * t.shape[2] for t in self.images)
+
+    def batch(self, n: int, gen: random.Random) -> torch.Tensor:
+        """(n, 3, crop, crop) float32 in [0, 1], channels_last."""
+        c = self.crop
+        out = torch.empty((n, 3, c, c), dtype=torch.uint8)
+        for i in range(n):
+            img = self.images[gen.randrange(len(self.images))]
+            _, h, w = img.shape
+            y0, x0 = gen.randrange(h - c + 1), gen.randrange(w - c + 1)
+            t = img[:, y0:y0 + c, x0:x0 + c]
+            if gen.random() < 0.5:
+                t = t.flip(-1)
+            if gen.random() < 0.5:
+                t = t.flip(-2)
+            out[i] = t
+        return out.float().div_(255.0).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,55 @@
+"""Run state or checkpoint -> the safetensors weights the package ships (EMA weights of a run).
+
+The default k per quality is chosen on validation images (never Kodak): the smallest k in K_GRID
+whose real coded RD cost (lambda * 255^2 * MSE + bpp) is within K_TOLERANCE of k = M.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..codec.model import LAMBDAS, AecModel
+from ..codec.weights import export_bytes
+from ..fileio import atomic_write_bytes
+from .evaluate import code_image
+
+K_GRID = (32, 48, 64, 96, 128, 160, 192)
+K_TOLERANCE = 0.005
+
+
+def choose_default_k(model: AecModel, images) -> list[int]:
+    """model: a coding copy (evaluate.coding_copy)."""
+    M = model.config.M
+    grid = [k for k in K_GRID if k < M] + [M]
+    out = []
+    for q in range(1, model.config.qualities + 1):
+        cost = {}
+        for k in reversed(grid):
+            vals = []
+            for _, rgb in images:
+                size, rec = code_image(model, rgb, q, k)
+                mse = np.mean((rec.astype(np.float64) - rgb) ** 2) / 255 ** 2
+                vals.append(LAMBDAS[q - 1] * 255 ** 2 * mse + size * 8 / (rgb.shape[0] * rgb.shape[1]))
+            cost[k] = float(np.mean(vals))
+            if cost[k] > cost[M] * (1 + K_TOLERANCE):
+                break  # smaller k only gets worse
+        out.append(min(k for k, c in cost.items() if c <= cost[M] * (1 + K_TOLERANCE)))
+    return out
+
+
+def write_weights(model: AecModel, output: Path, name: str, default_k: list[int], extra: dict,
+                  force: bool, register: bool) -> str:
+    data = export_bytes(model, name, default_k, extra=extra)
+    atomic_write_bytes(output, data, force=force)
+    sha = hashlib.sha256(data).hexdigest()
+    print(f"wrote {output} ({len(data) / 1e6:.1f} MB, sha256 {sha}), default k {default_k}")
+    if register:  # record the file in the manifest beside it (the package's model zoo)
+        manifest = output.parent / "manifest.json"
+        entries = json.loads(manifest.read_text()) if manifest.exists() else {"models": {}}
+        entries["models"][name] = {"file": output.name, "sha256": sha}
+        atomic_write_bytes(manifest, (json.dumps(entries, indent=2) + "\n").encode(), force=True)
+        print(f"registered {name} in {manifest}")
+    return sha

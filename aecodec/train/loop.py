@@ -1,0 +1,158 @@
+"""The run that never stops: `aecodec train` starts a run or resumes it where it stopped.
+
+A run lives in RUNS_DIR/NAME (outside the repository): `state.safetensors` (everything needed to
+resume, rewritten atomically every few minutes and at exit), `log.csv` (one row per log interval)
+and `eval.jsonl` (validation results). SIGTERM or Ctrl-C finishes the current step, saves and
+exits 0, so a session can stop the run cleanly at any time; SIGSTOP/SIGCONT pause it for timings.
+If the directory is gone (a new machine), the run starts again from the shipped weights.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from ..codec.model import PAD, AecModel
+from ..errors import AecError
+from ..imageio import list_images
+from .checkpoint import STATE_FILE, initial_model, load_state, read_meta, save_state
+from .config import RUNS_DIR, TrainConfig
+from .data import CropSampler, split
+from .step import Trainer, draw_k
+
+LOG_FIELDS = ["time", "step", "megapixels", "cpu_hours", "loss", "bpp", "psnr", "steps_per_s", "mpx_per_s"]
+
+
+def run_dir(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    return p if (p.is_absolute() or len(p.parts) > 1) else RUNS_DIR / name_or_path
+
+
+def _set_threads(cfg: TrainConfig) -> None:
+    import os
+
+    n = cfg.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+
+
+def start_or_resume(rdir: Path, cfg_override: dict, init: str | None):
+    path = rdir / STATE_FILE
+    if path.exists():
+        if "means" in cfg_override and cfg_override["means"] != read_meta(path)["config"].get("means", False):
+            raise AecError(f"{rdir}: a run keeps its architecture; start a new run (--run) with --init")
+        trainer, step, gen, counters = load_state(path, cfg_override)
+        print(f"resuming {rdir} at step {step} ({counters['megapixels']:.0f} Mpx seen, "
+              f"{counters['cpu_hours']:.2f} CPU h)", flush=True)
+        return trainer, step, gen, counters
+    cfg = TrainConfig.from_dict(cfg_override)
+    model: AecModel = initial_model(init, means=cfg.means)
+    torch.manual_seed(cfg.seed)
+    trainer = Trainer(model.to(memory_format=torch.channels_last).train(), cfg)
+    print(f"new run {rdir} from {init or 'the shipped default model'}", flush=True)
+    return trainer, 0, random.Random(cfg.seed), {"megapixels": 0.0, "cpu_hours": 0.0, "wall_hours": 0.0}
+
+
+class _StopFlag:
+    """SIGTERM / SIGINT ask the loop to stop after the current step."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        self.stop = True
+
+    def restore(self):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train(rdir: Path, cfg_override: dict, init: str | None = None, max_steps: int | None = None,
+          max_minutes: float | None = None, save_minutes: float = 5.0, log_seconds: float = 60.0,
+          quiet: bool = False) -> int:
+    """Train until stopped (signal), max_steps more steps or max_minutes; returns the final step."""
+    if cfg_override.get("crop", PAD) % PAD:
+        raise AecError(f"crop must be a multiple of {PAD} (the model's total downsampling)")
+    trainer, step, gen, counters = start_or_resume(rdir, cfg_override, init)
+    cfg = trainer.cfg
+    _set_threads(cfg)
+    rdir.mkdir(parents=True, exist_ok=True)
+    files, _ = split(list_images(cfg.data))
+    if not files:
+        raise AecError(f"no training images in {cfg.data}")
+    sampler = CropSampler(files, cfg.crop, progress=not quiet)
+    print(f"{len(files)} training images ({sampler.pixels / 1e6:.0f} Mpx at {len(sampler.images)} "
+          f"image scales), batch {cfg.batch}x{cfg.crop}x{cfg.crop}, lr {cfg.lr:g}, "
+          f"bf16 {cfg.bf16}, {torch.get_num_threads()} threads", flush=True)
+    log_path = rdir / "log.csv"
+    new_log = not log_path.exists()
+    log = open(log_path, "a", newline="")
+    writer = csv.DictWriter(log, LOG_FIELDS)
+    if new_log:
+        writer.writeheader()
+
+    flag = _StopFlag()
+    M = trainer.model.config.M
+    Q = trainer.model.config.qualities
+    px = cfg.batch * cfg.crop * cfg.crop
+    end_step = step + max_steps if max_steps else None
+    t_start = time.time()
+    t_save = t_log = time.time()
+    steps_log, acc = 0, {"loss": 0.0, "bpp": 0.0, "mse_db": 0.0}
+
+    def save():
+        counters["cpu_hours"] += (time.process_time() - save.cpu) / 3600
+        counters["wall_hours"] += (time.time() - save.wall) / 3600
+        save.cpu, save.wall = time.process_time(), time.time()
+        save_state(rdir / STATE_FILE, trainer, step, gen, counters)
+
+    save.cpu, save.wall = time.process_time(), time.time()
+    try:
+        while not flag.stop:
+            if end_step is not None and step >= end_step:
+                break
+            if max_minutes is not None and time.time() - t_start > max_minutes * 60:
+                break
+            x = sampler.batch(cfg.batch, gen)
+            quality = torch.tensor([gen.randint(1, Q) for _ in range(cfg.batch)])
+            k = draw_k(cfg, M, gen)
+            stats = trainer.step(x, quality, k)
+            step += 1
+            counters["megapixels"] += px / 1e6
+            steps_log += 1
+            acc["loss"] += stats["loss"].item()
+            acc["bpp"] += stats["bpp"].mean().item()
+            acc["mse_db"] += (10 * torch.log10(1 / stats["mse"].clamp_min(1e-10))).mean().item()
+            now = time.time()
+            if now - t_log >= log_seconds:
+                rate = steps_log / (now - t_log)
+                row = {"time": int(now), "step": step, "megapixels": round(counters["megapixels"], 1),
+                       "cpu_hours": round(counters["cpu_hours"] + (time.process_time() - save.cpu) / 3600, 4),
+                       "loss": round(acc["loss"] / steps_log, 4), "bpp": round(acc["bpp"] / steps_log, 4),
+                       "psnr": round(acc["mse_db"] / steps_log, 3), "steps_per_s": round(rate, 3),
+                       "mpx_per_s": round(rate * px / 1e6, 4)}
+                writer.writerow(row)
+                log.flush()
+                if not quiet:
+                    print(" ".join(f"{k}={v}" for k, v in row.items() if k != "time"), flush=True)
+                t_log, steps_log, acc = now, 0, dict.fromkeys(acc, 0.0)
+            if now - t_save >= save_minutes * 60:
+                save()
+                t_save = now
+    finally:
+        save()
+        flag.restore()
+        log.close()
+    print(f"saved {rdir / STATE_FILE} at step {step}", flush=True)
+    return step
+
+
+def write_eval(rdir: Path, step: int, counters: dict, result: dict, bd: float) -> None:
+    with open(rdir / "eval.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "megapixels": counters["megapixels"],
+                            "cpu_hours": counters["cpu_hours"], "bd_vs_jpeg2000": bd, **result}) + "\n")

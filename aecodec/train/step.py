@@ -1,0 +1,74 @@
+"""One training step: the rate-distortion loss, the optimizers and the weight EMA.
+
+`Trainer.step` is the real step that `aecodec train` runs and `python -m aecodec.bench.train_speed`
+times. Per image a random quality q (its lambda weights the distortion); per step one k.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+import torch.nn.functional as F
+
+from ..codec.model import LAMBDAS, AecModel
+from .config import TrainConfig
+
+
+def rd_loss(out: dict, x: torch.Tensor, quality: torch.Tensor):
+    """mean over the batch of lambda[q] * 255^2 * MSE + bpp; returns (loss, bpp (B,), mse (B,))."""
+    n_pix = x.shape[2] * x.shape[3]
+    bits = sum(torch.log(l).flatten(1).sum(1) for l in out["likelihoods"].values()) / -math.log(2)
+    bpp = bits / n_pix
+    mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
+    lam = torch.tensor(LAMBDAS, device=x.device)[quality - 1]
+    return (lam * 255 ** 2 * mse + bpp).mean(), bpp, mse
+
+
+def draw_k(cfg: TrainConfig, M: int, gen: random.Random) -> int:
+    """k for one step: uniform in [k_min, M] for a fraction of the steps, else M // 2, so the
+    model works over the whole range of run-time k."""
+    if gen.random() < cfg.k_full_fraction:
+        return gen.randint(max(1, min(M, cfg.k_min)), M)
+    return M // 2
+
+
+class Trainer:
+    """Model + Adam (main and auxiliary) + EMA of the weights."""
+
+    def __init__(self, model: AecModel, cfg: TrainConfig):
+        self.model = model
+        self.cfg = cfg
+        named = list(model.named_parameters())
+        self.params = [p for n, p in named if not n.endswith(".quantiles")]
+        self.aux_params = [p for n, p in named if n.endswith(".quantiles")]
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.aux_opt = torch.optim.Adam(self.aux_params, lr=cfg.aux_lr)
+        self.ema = {n: t.detach().clone() for n, t in model.state_dict().items() if t.is_floating_point()}
+        self.autocast = torch.bfloat16 if cfg.bf16 else None
+
+    def step(self, x: torch.Tensor, quality: torch.Tensor, k: int) -> dict:
+        out = self.model(x, quality, k, autocast=self.autocast)
+        loss, bpp, mse = rd_loss(out, x, quality)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
+        self.opt.step()
+        self.aux_opt.zero_grad(set_to_none=True)
+        self.model.aux_loss().backward()
+        self.aux_opt.step()
+        self.update_ema()
+        return {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach()}
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        state = self.model.state_dict()
+        names = list(self.ema)
+        torch._foreach_lerp_([self.ema[n] for n in names], [state[n].detach() for n in names],
+                             1.0 - self.cfg.ema_decay)
+
+    def ema_state(self) -> dict:
+        """The model's state dict with the EMA weights in place of the trained ones."""
+        state = dict(self.model.state_dict())
+        state.update(self.ema)
+        return state
