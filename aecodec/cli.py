@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="training folder (validation images are carved out of it by a fixed rule; "
                    "new runs default to ../shared/data/train)")
     t.add_argument("--init", help="new runs only: exported weights, a run state file, a shipped model "
-                   "name, or 'scratch' (default: the shipped default model)")
-    t.add_argument("--means", action="store_true", default=None,
-                   help="new runs only: mean-scale hyperprior (h_s also predicts integer means)")
+                   "name, or 'scratch' (default: the shipped default model); with --evaluate: the model "
+                   "to evaluate instead of the run")
+    t.add_argument("--means", action=argparse.BooleanOptionalAction, default=None,
+                   help="new runs only: mean-scale hyperprior, h_s also predicts integer means (default: on)")
     t.add_argument("--minutes", type=float, help="stop (and save) after this many minutes (default: until stopped)")
     t.add_argument("--steps", type=_positive_int, help="stop after this many more steps")
     t.add_argument("--evaluate", action="store_true",
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "package ships, choosing the default k per quality on validation images.")
     e.add_argument("source", help="run name, run directory, run state file or weights file")
     e.add_argument("-o", "--output", required=True)
-    e.add_argument("--name", default="aec-hp-128-192")
+    e.add_argument("--name", help="model name recorded in the weights and in every .aec file "
+                   "(default: from the architecture, e.g. aec-msh-128-192 for a mean-scale N=128 M=192 model)")
     e.add_argument("--default-k", help="default k per quality, comma-separated (one value for all), "
                    "or 'auto' (default): chosen on validation images")
     e.add_argument("--data", help="training folder whose validation images choose k (default: the run's)")

@@ -129,6 +129,9 @@ def test_cli_train_evaluate_export(photo_dir, tiny_weights, tmp_path, capsys):
     manifest = json.loads((w.parent / "manifest.json").read_text())
     assert manifest["models"]["tiny-run"]["file"] == w.name
     assert cli_main(["export", str(rdir), "-o", str(w)]) == 1  # exists: refused without -f
+    assert cli_main(["export", str(rdir), "-o", str(w), "-f", "--default-k", "8"]) == 0
+    exported = model_from_bytes(w.read_bytes())  # named after its architecture (runs are mean-scale)
+    assert exported.name == "aec-msh-16-24" and exported.model.config.means
     assert cli_main(["train", "--run", str(tmp_path / "none"), "--evaluate"]) == 1
 
 

@@ -95,14 +95,14 @@ def load_state(path: Path, cfg_override: dict | None = None):
     return trainer, int(meta["step"]), gen, meta["counters"]
 
 
-def initial_model(init: str | None, means: bool = False) -> AecModel:
+def initial_model(init: str | None, means: bool | None = None) -> AecModel:
     """A model to start a new run from: exported weights or a run state's EMA weights (a path), a
     shipped model name, or "scratch". The default is the shipped default model, so a machine that
     lost its run directory continues from what the repository ships. means=True asks for a
     mean-scale model; a scale-only source then gets a zero-initialized mean head, so the trained
-    transforms carry over."""
+    transforms carry over. means=None keeps the source's architecture."""
     if init == "scratch":
-        return AecModel(ModelConfig(means=means))
+        return AecModel(ModelConfig(means=bool(means)))
     if init is None or init in _shipped_names():
         data, sha = shipped_model_bytes(init or DEFAULT_MODEL)
         source = model_from_bytes(data, expected_sha256=sha).model
@@ -124,7 +124,7 @@ def initial_model(init: str | None, means: bool = False) -> AecModel:
     if means and not config.means:
         config = dataclasses.replace(config, means=True)
         state = with_mean_head(state, config.M)
-    elif config.means and not means:
+    elif config.means and means is False:
         raise AecError(f"{init}: a mean-scale model cannot start a scale-only run")
     model = AecModel(config)
     model.load_state_dict(state)

@@ -33,6 +33,13 @@ def cmd_train(args) -> int:
     from .loop import run_dir, train, write_eval
 
     rdir = run_dir(args.run)
+    if args.evaluate and args.init:  # a weights file or shipped model instead of a run
+        model = initial_model(args.init)
+        data = str(Path(args.data or TrainConfig().data).resolve())
+        result, bd, n = _validate(model, data, rdir.parent)
+        print(f"{args.init}: validation ({n} images):")
+        print(format_result(result, bd))
+        return 0
     if args.evaluate:
         path = rdir / STATE_FILE
         if not path.exists():
@@ -82,5 +89,7 @@ def cmd_export(args) -> int:
             default_k *= model.config.qualities
     if not math.prod(1 <= k <= model.config.M for k in default_k) or len(default_k) != model.config.qualities:
         raise AecError(f"--default-k needs {model.config.qualities} values in 1..{model.config.M}")
-    write_weights(coder, Path(args.output), args.name, default_k, extra, args.force, args.register)
+    c = model.config
+    name = args.name or f"aec-{'msh' if c.means else 'hp'}-{c.N}-{c.M}"
+    write_weights(coder, Path(args.output), name, default_k, extra, args.force, args.register)
     return 0

@@ -14,7 +14,7 @@ RUNS_DIR = Path(os.environ.get("AECODEC_RUNS", Path.home() / ".cache" / "aecodec
 @dataclass
 class TrainConfig:
     data: str = "../shared/data/train"
-    means: bool = False          # mean-scale hyperprior (integer means); see docs/training.md
+    means: bool = True           # mean-scale hyperprior (integer means); see docs/training.md
     batch: int = 8
     crop: int = 128
     lr: float = 2e-4            # constant: an open-ended run; EMA weights are what gets exported
