@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import signal
 import time
@@ -34,8 +35,6 @@ def run_dir(name_or_path: str) -> Path:
 
 
 def _set_threads(cfg: TrainConfig) -> None:
-    import os
-
     n = cfg.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
 
@@ -105,13 +104,15 @@ def train(rdir: Path, cfg_override: dict, init: str | None = None, max_steps: in
     t_save = t_log = time.time()
     steps_log, acc = 0, {"loss": 0.0, "bpp": 0.0, "mse_db": 0.0}
 
+    cpu_mark, wall_mark = time.process_time(), time.time()  # counted into `counters` up to here
+
     def save():
-        counters["cpu_hours"] += (time.process_time() - save.cpu) / 3600
-        counters["wall_hours"] += (time.time() - save.wall) / 3600
-        save.cpu, save.wall = time.process_time(), time.time()
+        nonlocal cpu_mark, wall_mark
+        counters["cpu_hours"] += (time.process_time() - cpu_mark) / 3600
+        counters["wall_hours"] += (time.time() - wall_mark) / 3600
+        cpu_mark, wall_mark = time.process_time(), time.time()
         save_state(rdir / STATE_FILE, trainer, step, gen, counters)
 
-    save.cpu, save.wall = time.process_time(), time.time()
     try:
         while not flag.stop:
             if end_step is not None and step >= end_step:
@@ -132,7 +133,7 @@ def train(rdir: Path, cfg_override: dict, init: str | None = None, max_steps: in
             if now - t_log >= log_seconds:
                 rate = steps_log / (now - t_log)
                 row = {"time": int(now), "step": step, "megapixels": round(counters["megapixels"], 1),
-                       "cpu_hours": round(counters["cpu_hours"] + (time.process_time() - save.cpu) / 3600, 4),
+                       "cpu_hours": round(counters["cpu_hours"] + (time.process_time() - cpu_mark) / 3600, 4),
                        "loss": round(acc["loss"] / steps_log, 4), "bpp": round(acc["bpp"] / steps_log, 4),
                        "psnr": round(acc["mse_db"] / steps_log, 3), "steps_per_s": round(rate, 3),
                        "mpx_per_s": round(rate * px / 1e6, 4)}
