@@ -39,7 +39,7 @@ train: $(VENV)/.installed
 	@if [ -f $(RUN_DIR)/pid ] && kill -0 $$(cat $(RUN_DIR)/pid) 2>/dev/null; then \
 	  echo "run $(RUN) is already going (pid $$(cat $(RUN_DIR)/pid))"; \
 	else \
-	  AECODEC_RUNS=$(RUNS) nohup nice -n 19 $(VENV)/bin/aecodec train --run $(RUN) --quiet \
+	  AECODEC_RUNS=$(RUNS) nohup nice -n 19 $(VENV)/bin/aecodec train $(RUN) --quiet \
 	    >> $(RUN_DIR)/train.out 2>&1 & echo $$! > $(RUN_DIR)/pid; \
 	  echo "run $(RUN) started (pid $$(cat $(RUN_DIR)/pid)); log: $(RUN_DIR)/log.csv, output: $(RUN_DIR)/train.out"; \
 	fi
@@ -54,7 +54,7 @@ train-status:
 	@tail -n 3 $(RUN_DIR)/log.csv 2>/dev/null || echo "no run $(RUN) in $(RUNS)"
 
 train-eval: $(VENV)/.installed
-	AECODEC_RUNS=$(RUNS) $(VENV)/bin/aecodec train --run $(RUN) --evaluate
+	AECODEC_RUNS=$(RUNS) $(VENV)/bin/aecodec train $(RUN) --evaluate
 
 clean:
 	rm -rf $(VENV) build *.egg-info

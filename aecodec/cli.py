@@ -104,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "outside the repository (default ~/.cache/aecodec/runs/NAME, or $AECODEC_RUNS/NAME) "
                        "holding its whole state, written atomically every few minutes; SIGTERM or Ctrl-C "
                        "saves and exits cleanly. A new run starts from the shipped default model unless "
-                       "--init says otherwise. Recipe flags given on a resume change the stored recipe.")
-    t.add_argument("--run", default="main", help="run name (under the runs directory) or a directory path; default main")
+                       "--init says otherwise. Recipe flags given on a resume change the stored recipe. Runs under "
+                       "torchrun (DistributedDataParallel) as they are: `torchrun --nproc_per_node=N -m aecodec "
+                       "train ...`; the global batch is then N x --batch.")
+    # positional, not --run: torchrun's own parser would take "--run" for its --run-path
+    t.add_argument("run", nargs="?", default="main",
+                   help="run name (under the runs directory) or a directory path; default main")
     t.add_argument("--data", help="training folder (validation images are carved out of it by a fixed rule; "
                    "new runs default to ../shared/data/train)")
     t.add_argument("--init", help="new runs only: exported weights, a run state file, a shipped model "
@@ -127,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bfloat16 autocast for g_a/g_s (new runs: on)")
     t.add_argument("--threads", type=int, help="torch threads, 0 = all cores (new runs: 0)")
     t.add_argument("--seed", type=int, help="new runs: seed of the data and noise generators (0)")
+    t.add_argument("--device", default="auto",
+                   help="auto (cuda if available), cpu, cuda or cuda:N; under torchrun each rank takes "
+                   "cuda:LOCAL_RANK")
     t.add_argument("--save-minutes", type=float, default=5.0, help="minutes between state saves (default 5)")
     t.add_argument("--log-seconds", type=float, default=60.0, help="seconds between log lines (default 60)")
     t.add_argument("--quiet", action="store_true")

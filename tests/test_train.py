@@ -114,7 +114,7 @@ def test_evaluate_uses_real_coded_size(tiny_weights, tmp_path):
 
 def test_cli_train_evaluate_export(photo_dir, tiny_weights, tmp_path, capsys):
     rdir = tmp_path / "runs" / "cli"
-    common = ["train", "--run", str(rdir)]
+    common = ["train", str(rdir)]
     assert cli_main(common + ["--data", str(photo_dir), "--init", str(tiny_weights), "--steps", "2",
                               "--batch", "2", "--crop", "64", "--threads", "1", "--quiet"]) == 0
     assert cli_main(common + ["--evaluate"]) == 0
@@ -132,7 +132,7 @@ def test_cli_train_evaluate_export(photo_dir, tiny_weights, tmp_path, capsys):
     assert cli_main(["export", str(rdir), "-o", str(w), "-f", "--default-k", "8"]) == 0
     exported = model_from_bytes(w.read_bytes())  # named after its architecture (runs are mean-scale)
     assert exported.name == "aec-msh-16-24" and exported.model.config.means
-    assert cli_main(["train", "--run", str(tmp_path / "none"), "--evaluate"]) == 1
+    assert cli_main(["train", str(tmp_path / "none"), "--evaluate"]) == 1
 
 
 def test_bf16_step_matches_fp32():

@@ -109,18 +109,20 @@ class AecModel(CompressionModel):
         return g, ig
 
     # ---- training -------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, quality: torch.Tensor, k: int, autocast: torch.dtype | None = None):
+    def forward(self, x: torch.Tensor, quality: torch.Tensor, k: int, autocast: torch.dtype | None = None,
+                noise: torch.Tensor | None = None):
         """Training/evaluation pass with noise-quantized likelihoods.
 
         quality: (B,) integers in 1..Q, one per image. Returns x_hat and the likelihoods of y, z.
         autocast: run g_a and g_s (nearly all of the arithmetic) in this dtype, e.g. torch.bfloat16
         on a CPU with AVX512_BF16; the latent path, the hyperprior and the likelihoods stay float32.
+        noise: the latent path's uniform noise (shaped like y), drawn with torch.rand when None.
         """
         lowp = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
         with lowp():
             y = self.g_a(x)
         g, ig = self._gains(quality, x.device)
-        y_noisy, y_ste = gate_quantize(y.float() * g, k, mode="mixed")
+        y_noisy, y_ste = gate_quantize(y.float() * g, k, mode="mixed", noise=noise)
         z = self.h_a(y_noisy.abs())
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         scales, means = self.entropy_parameters(self.h_s(z_hat))

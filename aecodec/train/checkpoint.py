@@ -21,6 +21,7 @@ from ..codec.model import AecModel, ModelConfig, with_mean_head
 from ..codec.weights import load_model_file, shipped_model_bytes, model_from_bytes, DEFAULT_MODEL
 from ..errors import AecError
 from .config import TrainConfig
+from .distributed import World
 from .step import Trainer
 
 STATE_FILE = "state.safetensors"
@@ -73,26 +74,40 @@ def read_meta(path: Path) -> dict:
     return {k: json.loads(v) for k, v in meta.items() if k != "format"}
 
 
-def load_state(path: Path, cfg_override: dict | None = None):
-    """-> (trainer, step, data generator, counters). cfg_override: recipe fields changed on resume."""
+def load_state(path: Path, cfg_override: dict | None = None, world: World = World(),
+               device: torch.device = torch.device("cpu")):
+    """-> (trainer, step, data generator, counters). cfg_override: recipe fields changed on resume.
+
+    Rank 0 continues the saved generators; other ranks (of a distributed run, whatever the
+    world size that saved the state) get fresh ones seeded by (seed, rank, step)."""
     meta = read_meta(path)
     tensors = load_file(str(path))
     cfg = TrainConfig.from_dict({**meta["config"], **(cfg_override or {})})
     model = AecModel(ModelConfig.from_dict(meta["model_config"]))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    trainer = Trainer(model.to(memory_format=torch.channels_last).train(), cfg)
-    trainer.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    trainer = Trainer(model.to(memory_format=torch.channels_last).train(), cfg, world, device)
+    trainer.ema = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")}
     _unflat_optimizer("opt", trainer.opt, tensors, meta["opt_groups"])
     _unflat_optimizer("aux", trainer.aux_opt, tensors, meta["aux_groups"])
     for group in trainer.opt.param_groups:  # a changed recipe takes effect
         group["lr"] = cfg.lr
     for group in trainer.aux_opt.param_groups:
         group["lr"] = cfg.aux_lr
-    torch.set_rng_state(tensors["rng.torch"])
-    gen = random.Random()
-    state = meta["data_rng"]
-    gen.setstate((state[0], tuple(state[1]), state[2]))
-    return trainer, int(meta["step"]), gen, meta["counters"]
+    step = int(meta["step"])
+    if world.main:
+        torch.set_rng_state(tensors["rng.torch"])
+        gen = random.Random()
+        state = meta["data_rng"]
+        gen.setstate((state[0], tuple(state[1]), state[2]))
+    else:
+        gen = rank_generator(cfg.seed, world.rank, step)
+    return trainer, step, gen, meta["counters"]
+
+
+def rank_generator(seed: int, rank: int, step: int) -> random.Random:
+    """Data generator of a rank > 0 (also seeds torch's generator: the latent path's noise)."""
+    torch.manual_seed(hash((seed, rank, step)) & 0x7FFF_FFFF)
+    return random.Random(f"{seed}/{rank}/{step}")
 
 
 def initial_model(init: str | None, means: bool | None = None) -> AecModel:

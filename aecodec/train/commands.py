@@ -56,7 +56,7 @@ def cmd_train(args) -> int:
     if not (rdir / STATE_FILE).exists():
         overrides.setdefault("data", str(Path(TrainConfig().data).resolve()))
     train(rdir, overrides, init=args.init, max_steps=args.steps, max_minutes=args.minutes,
-          save_minutes=args.save_minutes, log_seconds=args.log_seconds, quiet=args.quiet)
+          save_minutes=args.save_minutes, log_seconds=args.log_seconds, quiet=args.quiet, device=args.device)
     return 0
 
 

@@ -21,7 +21,9 @@ import torch
 from ..codec.model import PAD, AecModel
 from ..errors import AecError
 from ..imageio import list_images
-from .checkpoint import STATE_FILE, initial_model, load_state, read_meta, save_state
+from . import distributed
+from .checkpoint import STATE_FILE, initial_model, load_state, rank_generator, read_meta, save_state
+from .distributed import World
 from .config import RUNS_DIR, TrainConfig
 from .data import CropSampler, split
 from .step import Trainer, draw_k
@@ -35,25 +37,32 @@ def run_dir(name_or_path: str) -> Path:
 
 
 def _set_threads(cfg: TrainConfig) -> None:
-    n = cfg.threads or len(os.sched_getaffinity(0))
+    # 0 = this process's share of the cores (torchrun may start several processes per machine)
+    n = cfg.threads or max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     torch.set_num_threads(n)
 
 
-def start_or_resume(rdir: Path, cfg_override: dict, init: str | None):
+def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: World, device: torch.device):
     path = rdir / STATE_FILE
     if path.exists():
         if "means" in cfg_override and cfg_override["means"] != read_meta(path)["config"].get("means", False):
-            raise AecError(f"{rdir}: a run keeps its architecture; start a new run (--run) with --init")
-        trainer, step, gen, counters = load_state(path, cfg_override)
-        print(f"resuming {rdir} at step {step} ({counters['megapixels']:.0f} Mpx seen, "
-              f"{counters['cpu_hours']:.2f} CPU h)", flush=True)
+            raise AecError(f"{rdir}: a run keeps its architecture; start a new run (another name) with --init")
+        trainer, step, gen, counters = load_state(path, cfg_override, world, device)
+        if world.main:
+            print(f"resuming {rdir} at step {step} ({counters['megapixels']:.0f} Mpx seen, "
+                  f"{counters['cpu_hours']:.2f} CPU h)", flush=True)
         return trainer, step, gen, counters
     cfg = TrainConfig.from_dict(cfg_override)
     model: AecModel = initial_model(init, means=cfg.means)
-    torch.manual_seed(cfg.seed)
-    trainer = Trainer(model.to(memory_format=torch.channels_last).train(), cfg)
-    print(f"new run {rdir} from {init or 'the shipped default model'}", flush=True)
-    return trainer, 0, random.Random(cfg.seed), {"megapixels": 0.0, "cpu_hours": 0.0, "wall_hours": 0.0}
+    if world.main:
+        torch.manual_seed(cfg.seed)
+        gen = random.Random(cfg.seed)
+    else:
+        gen = rank_generator(cfg.seed, world.rank, 0)
+    trainer = Trainer(model.to(memory_format=torch.channels_last).train(), cfg, world, device)
+    if world.main:
+        print(f"new run {rdir} from {init or 'the shipped default model'}", flush=True)
+    return trainer, 0, gen, {"megapixels": 0.0, "cpu_hours": 0.0, "wall_hours": 0.0}
 
 
 class _StopFlag:
@@ -73,32 +82,46 @@ class _StopFlag:
 
 def train(rdir: Path, cfg_override: dict, init: str | None = None, max_steps: int | None = None,
           max_minutes: float | None = None, save_minutes: float = 5.0, log_seconds: float = 60.0,
-          quiet: bool = False) -> int:
-    """Train until stopped (signal), max_steps more steps or max_minutes; returns the final step."""
+          quiet: bool = False, device: str = "auto") -> int:
+    """Train until stopped (signal), max_steps more steps or max_minutes; returns the final step.
+    Under torchrun every rank runs this; see `distributed`."""
     if cfg_override.get("crop", PAD) % PAD:
         raise AecError(f"crop must be a multiple of {PAD} (the model's total downsampling)")
-    trainer, step, gen, counters = start_or_resume(rdir, cfg_override, init)
+    world, dev = distributed.setup(device)
+    try:
+        return _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_seconds,
+                      quiet or not world.main, world, dev)
+    finally:
+        distributed.teardown(world)
+
+
+def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_seconds, quiet, world, dev):
+    trainer, step, gen, counters = start_or_resume(rdir, cfg_override, init, world, dev)
     cfg = trainer.cfg
     _set_threads(cfg)
-    rdir.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        rdir.mkdir(parents=True, exist_ok=True)
     files, _ = split(list_images(cfg.data))
     if not files:
         raise AecError(f"no training images in {cfg.data}")
     sampler = CropSampler(files, cfg.crop, progress=not quiet)
-    print(f"{len(files)} training images ({sampler.pixels / 1e6:.0f} Mpx at {len(sampler.images)} "
-          f"image scales), batch {cfg.batch}x{cfg.crop}x{cfg.crop}, lr {cfg.lr:g}, "
-          f"bf16 {cfg.bf16}, {torch.get_num_threads()} threads", flush=True)
+    if world.main:
+        print(f"{len(files)} training images ({sampler.pixels / 1e6:.0f} Mpx at {len(sampler.images)} "
+              f"image scales), batch {cfg.batch}x{cfg.crop}x{cfg.crop} x {world.size} process(es) on {dev}, "
+              f"lr {cfg.lr:g}, bf16 {cfg.bf16}, {torch.get_num_threads()} threads", flush=True)
     log_path = rdir / "log.csv"
-    new_log = not log_path.exists()
-    log = open(log_path, "a", newline="")
-    writer = csv.DictWriter(log, LOG_FIELDS)
-    if new_log:
-        writer.writeheader()
+    log = writer = None
+    if world.main:
+        new_log = not log_path.exists()
+        log = open(log_path, "a", newline="")
+        writer = csv.DictWriter(log, LOG_FIELDS)
+        if new_log:
+            writer.writeheader()
 
     flag = _StopFlag()
     M = trainer.model.config.M
     Q = trainer.model.config.qualities
-    px = cfg.batch * cfg.crop * cfg.crop
+    px = cfg.batch * cfg.crop * cfg.crop * world.size  # pixels per step, all ranks
     end_step = step + max_steps if max_steps else None
     t_start = time.time()
     t_save = t_log = time.time()
@@ -108,19 +131,20 @@ def train(rdir: Path, cfg_override: dict, init: str | None = None, max_steps: in
 
     def save():
         nonlocal cpu_mark, wall_mark
+        if not world.main:
+            return
         counters["cpu_hours"] += (time.process_time() - cpu_mark) / 3600
         counters["wall_hours"] += (time.time() - wall_mark) / 3600
         cpu_mark, wall_mark = time.process_time(), time.time()
         save_state(rdir / STATE_FILE, trainer, step, gen, counters)
 
     try:
-        while not flag.stop:
-            if end_step is not None and step >= end_step:
+        while True:
+            stop = flag.stop or (max_minutes is not None and time.time() - t_start > max_minutes * 60)
+            if distributed.any_rank(stop, world, dev) or (end_step is not None and step >= end_step):
                 break
-            if max_minutes is not None and time.time() - t_start > max_minutes * 60:
-                break
-            x = sampler.batch(cfg.batch, gen)
-            quality = torch.tensor([gen.randint(1, Q) for _ in range(cfg.batch)])
+            x = sampler.batch(cfg.batch, gen).to(dev, non_blocking=True)
+            quality = torch.tensor([gen.randint(1, Q) for _ in range(cfg.batch)], device=dev)
             k = draw_k(cfg, M, gen)
             stats = trainer.step(x, quality, k)
             step += 1
@@ -130,7 +154,7 @@ def train(rdir: Path, cfg_override: dict, init: str | None = None, max_steps: in
             acc["bpp"] += stats["bpp"].mean().item()
             acc["mse_db"] += (10 * torch.log10(1 / stats["mse"].clamp_min(1e-10))).mean().item()
             now = time.time()
-            if now - t_log >= log_seconds:
+            if world.main and now - t_log >= log_seconds:
                 rate = steps_log / (now - t_log)
                 row = {"time": int(now), "step": step, "megapixels": round(counters["megapixels"], 1),
                        "cpu_hours": round(counters["cpu_hours"] + (time.process_time() - cpu_mark) / 3600, 4),
@@ -148,8 +172,10 @@ def train(rdir: Path, cfg_override: dict, init: str | None = None, max_steps: in
     finally:
         save()
         flag.restore()
-        log.close()
-    print(f"saved {rdir / STATE_FILE} at step {step}", flush=True)
+        if log:
+            log.close()
+    if world.main:
+        print(f"saved {rdir / STATE_FILE} at step {step}", flush=True)
     return step
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..codec.model import LAMBDAS, AecModel
 from .config import TrainConfig
+from .distributed import World, average_gradients, wrap
 
 
 def rd_loss(out: dict, x: torch.Tensor, quality: torch.Tensor):
@@ -34,11 +35,14 @@ def draw_k(cfg: TrainConfig, M: int, gen: random.Random) -> int:
 
 
 class Trainer:
-    """Model + Adam (main and auxiliary) + EMA of the weights."""
+    """Model + Adam (main and auxiliary) + EMA of the weights, on one process of `world`."""
 
-    def __init__(self, model: AecModel, cfg: TrainConfig):
-        self.model = model
+    def __init__(self, model: AecModel, cfg: TrainConfig, world: World = World(),
+                 device: torch.device = torch.device("cpu")):
+        self.model = model.to(device)
         self.cfg = cfg
+        self.world = world
+        self.net = wrap(self.model, world, device)  # what the forward pass runs through
         named = list(model.named_parameters())
         self.params = [p for n, p in named if not n.endswith(".quantiles")]
         self.aux_params = [p for n, p in named if n.endswith(".quantiles")]
@@ -47,8 +51,8 @@ class Trainer:
         self.ema = {n: t.detach().clone() for n, t in model.state_dict().items() if t.is_floating_point()}
         self.autocast = torch.bfloat16 if cfg.bf16 else None
 
-    def step(self, x: torch.Tensor, quality: torch.Tensor, k: int) -> dict:
-        out = self.model(x, quality, k, autocast=self.autocast)
+    def step(self, x: torch.Tensor, quality: torch.Tensor, k: int, noise: torch.Tensor | None = None) -> dict:
+        out = self.net(x, quality, k, autocast=self.autocast, noise=noise)
         loss, bpp, mse = rd_loss(out, x, quality)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -56,6 +60,7 @@ class Trainer:
         self.opt.step()
         self.aux_opt.zero_grad(set_to_none=True)
         self.model.aux_loss().backward()
+        average_gradients(self.aux_params, self.world)
         self.aux_opt.step()
         self.update_ema()
         return {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach()}
