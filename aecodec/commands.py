@@ -1,6 +1,7 @@
 """Implementations of the CLI subcommands (argument parsing lives in cli.py)."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -39,56 +40,131 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
         atomic_write_bytes(Path(path), data, force=force)
 
 
-def _output_path(args, suffix: str) -> str:
-    """-o if given; stdout for stdin input; else the input with `suffix`. Checked before the work
-    starts, so a refused output costs nothing."""
-    if args.output:
-        out = args.output
-    elif args.input == "-":
-        out = "-"
-    else:
-        out = str(Path(args.input).with_suffix(suffix))
+def _plan(inputs: list[str], output: str | None, suffix: str) -> list[tuple[str, str | None]]:
+    """[(input, output path or None if that input is refused)] for one call.
+
+    One input: -o is the file (or a directory to put it in), default INPUT with `suffix`, stdout
+    for stdin. Several inputs: -o is a directory (created if missing), default beside each input.
+    Nothing is written or imported here: refusals cost nothing."""
+    batch = len(inputs) > 1
+    if batch and "-" in inputs:
+        raise AecError("- (stdin) can only be the only input")
+    if output == "-":
+        if batch:
+            raise AecError("-o - (stdout) takes a single input")
+        if sys.stdout.isatty():
+            raise AecError("refusing to write binary data to a terminal; redirect stdout or use -o FILE")
+        return [(inputs[0], "-")]
+    folder = None
+    if output is not None and (batch or Path(output).is_dir()):
+        folder = Path(output)
+        if folder.exists() and not folder.is_dir():
+            raise AecError(f"{output}: not a directory (several inputs need -o DIRECTORY)")
+    elif output is not None:
+        return [(inputs[0], output)]
+    if inputs == ["-"]:
+        if sys.stdout.isatty():
+            raise AecError("refusing to write binary data to a terminal; redirect stdout or use -o FILE")
+        return [("-", "-")]
+    plan, taken = [], {}
+    for src in inputs:
+        out = str((folder / Path(src).name if folder else Path(src)).with_suffix(suffix))
+        key = os.path.abspath(out)
+        if key in taken:
+            print(f"aecodec: error: {src}: its output {out} is also {taken[key]}'s", file=sys.stderr)
+            plan.append((src, None))
+            continue
+        taken[key] = src
+        plan.append((src, out))
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AecError(f"{folder}: cannot create directory ({e.strerror})") from None
+    return plan
+
+
+def _check_output(src: str, out: str, force: bool) -> None:
     if out == "-":
-        return out
-    if args.input != "-" and Path(out).resolve() == Path(args.input).resolve():
-        raise AecError("output would overwrite the input")
-    check_writable(Path(out), args.force)
-    return out
+        return
+    if src != "-" and Path(out).resolve() == Path(src).resolve():
+        raise AecError(f"{out}: output would overwrite the input")
+    check_writable(Path(out), force)
 
 
-def _notes_to_stderr(caught, quiet: bool) -> None:
+def _notes_to_stderr(caught, quiet: bool, name: str) -> None:
     if quiet:
         return
     from .imageio import AecWarning
 
     for w in caught:
         if issubclass(w.category, AecWarning):
-            print(f"aecodec: note: {w.message}", file=sys.stderr)
+            print(f"aecodec: note: {name}: {w.message}", file=sys.stderr)
+
+
+def _run_all(plan, one, quiet: bool, what: str) -> int:
+    """Run `one(src, out) -> summary line` for each planned file. A single file's error ends the
+    command (exit 1); in a batch it is reported with the file's name and the rest still run."""
+    if len(plan) == 1 and plan[0][1] is not None:
+        line = one(*plan[0])
+        if not quiet:
+            print(line, file=sys.stderr if plan[0][1] == "-" else sys.stdout)
+        return 0
+    from tqdm import tqdm
+
+    failed = sum(out is None for _, out in plan)
+    bar = tqdm(plan, desc=what, unit="file", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
+    for src, out in bar:
+        if out is None:
+            continue
+        try:
+            line = one(src, out)
+        except AecError as e:
+            failed += 1
+            msg = str(e) if str(e).startswith(src) else f"{src}: {e}"
+            bar.write(f"aecodec: error: {msg}", file=sys.stderr)
+            continue
+        if not quiet:
+            bar.write(line, file=sys.stdout)
+    if failed:
+        print(f"aecodec: {failed} of {len(plan)} files failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_compress(args) -> int:
-    from .api import compress
+    from .imageio import open_image, to_codec_array
 
-    out = _output_path(args, ".aec")
-    raw = _read_input(args.input)
-    if not raw:
-        raise AecError(f"{args.input}: empty file")
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        data = compress(raw, quality=args.quality, k=args.k, device=args.device,
-                        drop_alpha=args.drop_alpha, reduce_depth=args.reduce_depth)
-    elapsed = time.perf_counter() - t0
-    _notes_to_stderr(caught, args.quiet)
-    _write_output(out, data, args.force)
-    if not args.quiet:
+    def one(src: str, out: str) -> str:
+        _check_output(src, out, args.force)
+        raw = _read_input(src)
+        if not raw:
+            raise AecError(f"{src}: empty file")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with open_image(raw, name="stdin" if src == "-" else src) as im:
+                rgb, mode = to_codec_array(im, args.drop_alpha, args.reduce_depth)
+        _notes_to_stderr(caught, args.quiet, src)
+        from .codec import coder  # torch: only once there is an image to code
+        from .codec.weights import load_model
+
+        t0 = time.perf_counter()
+        data = coder.encode(rgb, mode, args.quality, args.k, loaded=load_model(), device=args.device)
+        elapsed = time.perf_counter() - t0
+        _write_output(out, data, args.force)
+        h = rgb.shape[0] * rgb.shape[1]
         from .codec.bitstream import parse
 
-        h = parse(data)[0]
-        print(f"{args.input} -> {out}: {h.width}x{h.height} {h.mode}, q{h.quality} k{h.k}, "
-              f"{len(data)} bytes, {len(data) * 8 / h.pixels:.4f} bpp, {elapsed:.2f} s",
-              file=sys.stderr if out == "-" else sys.stdout)
-    return 0
+        hdr = parse(data)[0]
+        return (f"{src} -> {out}: {hdr.width}x{hdr.height} {hdr.mode}, q{hdr.quality} k{hdr.k}, "
+                f"{len(data)} bytes, {len(data) * 8 / h:.4f} bpp, {elapsed:.2f} s")
+
+    return _run_all(_plan(args.input, args.output, ".aec"), one, args.quiet, "compress")
+
+
+# Formats Pillow writes lossily by default, with the options aecodec writes them at.
+LOSSY_SAVE = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"quality": 95}, "AVIF": {"quality": 95},
+              "HEIF": {"quality": 95}, "JXL": {"quality": 95}}
 
 
 def _output_format(out: str) -> str:
@@ -102,28 +178,42 @@ def _output_format(out: str) -> str:
 
 
 def cmd_decompress(args) -> int:
-    from .api import decompress
+    from .codec.bitstream import MAX_FILE, parse
+    from .codec.zoo import check_known
 
-    out = _output_path(args, ".png")
-    fmt = _output_format(out)
-    from .codec.bitstream import MAX_FILE
+    def one(src: str, out: str) -> str:
+        fmt = _output_format(out)
+        _check_output(src, out, args.force)
+        data = _read_input(src, MAX_FILE)
+        try:
+            header = parse(data)[0]
+            check_known(header.model)
+        except AecError as e:
+            raise AecError(f"{src}: {e}") from None
+        from .codec import coder  # torch: only for a file that can be decoded
+        from .imageio import from_codec_array
 
-    data = _read_input(args.input, MAX_FILE)
-    t0 = time.perf_counter()
-    img = decompress(data, device=args.device)
-    elapsed = time.perf_counter() - t0
-    import io
+        t0 = time.perf_counter()
+        try:
+            pixels, header = coder.decode(data, device=args.device)
+        except AecError as e:
+            raise AecError(f"{src}: {e}") from None
+        img = from_codec_array(pixels, header.mode)
+        elapsed = time.perf_counter() - t0
+        import io
 
-    buf = io.BytesIO()
-    try:
-        img.save(buf, format=fmt)
-    except (OSError, ValueError, KeyError) as e:
-        raise AecError(f"cannot write {fmt}: {e}") from None
-    _write_output(out, buf.getvalue(), args.force)
-    if not args.quiet:
-        print(f"{args.input} -> {out}: {img.width}x{img.height} {img.mode}, {elapsed:.2f} s",
-              file=sys.stderr if out == "-" else sys.stdout)
-    return 0
+        buf = io.BytesIO()
+        try:
+            img.save(buf, format=fmt, **LOSSY_SAVE.get(fmt, {}))
+        except (OSError, ValueError, KeyError) as e:
+            raise AecError(f"{out}: cannot write {fmt}: {e}") from None
+        _write_output(out, buf.getvalue(), args.force)
+        if fmt in LOSSY_SAVE and not args.quiet:
+            print(f"aecodec: note: {out}: {fmt} is lossy; the decoded image was re-encoded at quality "
+                  f"{LOSSY_SAVE[fmt]['quality']} (write .png to keep the decoded pixels exactly)", file=sys.stderr)
+        return f"{src} -> {out}: {img.width}x{img.height} {img.mode}, {elapsed:.2f} s"
+
+    return _run_all(_plan(args.input, args.output, ".png"), one, args.quiet, "decompress")
 
 
 def cmd_info(args) -> int:
@@ -148,13 +238,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    if args.directory == "kernels":
-        from .bench.kernels import main
+    from .bench.rd import run_from_args
 
-        return main(args.rest)
-    from .bench.rd import main
-
-    return main([args.directory, *args.rest])
+    return run_from_args(args)
 
 
 def cmd_demo(args) -> int:

@@ -20,7 +20,6 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 
 
 def corpus() -> list[bytes]:

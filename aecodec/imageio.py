@@ -25,8 +25,9 @@ class AecWarning(UserWarning):
     """A lossless-but-notable conversion of the input (reported on stderr by the CLI)."""
 
 
-def open_image(src) -> Image.Image:
-    """Open a path, bytes or file object with Pillow, with one-line errors."""
+def open_image(src, name: str | None = None) -> Image.Image:
+    """Open a path, bytes or file object with Pillow, with one-line errors naming `name` (default:
+    the path, or "input")."""
     try:
         if isinstance(src, (bytes, bytearray)):
             im = Image.open(io.BytesIO(bytes(src)))
@@ -43,11 +44,11 @@ def open_image(src) -> Image.Image:
     except PermissionError:
         raise AecError(f"{src}: permission denied") from None
     except UnidentifiedImageError:
-        raise AecError(f"{_name(src)}: not an image Pillow can read") from None
+        raise AecError(f"{name or _name(src)}: not an image Pillow can read") from None
     except Image.DecompressionBombError as e:
-        raise AecError(f"{_name(src)}: {e}") from None
+        raise AecError(f"{name or _name(src)}: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise AecError(f"{_name(src)}: cannot read image ({e})") from None
+        raise AecError(f"{name or _name(src)}: cannot read image ({e})") from None
 
 
 def _name(src) -> str:

@@ -1,7 +1,5 @@
 """Python API and Pillow plugin round trips, determinism, model identity checks."""
-import struct
 import threading
-import zlib
 
 import numpy as np
 import pytest

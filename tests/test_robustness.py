@@ -207,8 +207,12 @@ def test_tiled_transforms_have_no_seams(kodak_crop, monkeypatch):
     # analysis tiles: float32, equal up to rounding (a symbol may flip, so compare pixels loosely)
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 8
     assert (whole != tiled).mean() < 0.01
-    # synthesis tiles (float64): the same file decodes to exactly the same pixels tiled or not
+    # synthesis tiles (float32): the same file decodes tiled or not to pixels that differ only
+    # where float32 summation order flips a rounding (one level, rare pixels)
     monkeypatch.setattr(coder, "TILE", 64)
     monkeypatch.setattr(coder, "TILE_S", 48)
     untiled = coder.decode(data, device="cpu")[0]
-    assert np.array_equal(untiled, tiled)
+    diff = np.abs(untiled.astype(int) - tiled.astype(int))
+    print("synthesis tiles: max diff", diff.max(), "fraction differing", (diff > 0).mean())
+    assert diff.max() <= 1
+    assert (diff > 0).mean() < 0.001

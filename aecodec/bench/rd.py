@@ -14,8 +14,6 @@ import argparse
 import csv
 import hashlib
 import json
-import math
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -29,6 +27,7 @@ from ..imageio import list_images
 from .bdrate import bd_rate
 from .codecs import Codec, aec_codecs, classic_codecs
 from .metrics import ms_ssim, psnr
+from .rd_args import CODECS, add_arguments
 
 ANCHORS = ("JPEG 4:2:0", "JPEG 2000")
 FIELDS = ["image", "codec", "param", "bytes", "bpp", "psnr", "ms_ssim", "encode_s", "decode_s"]
@@ -242,24 +241,13 @@ def write_outputs(rows, outdir: Path, reference: dict | None, rate_range) -> dic
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="aecodec bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("directory", help="folder of images (e.g. ../shared/data/kodak)")
-    ap.add_argument("-o", "--output", default="results/bench", help="output folder (default results/bench)")
-    ap.add_argument("--codecs", default="aecodec,jpeg,jpeg2000,webp,avif",
-                    help="comma-separated subset of aecodec,jpeg,jpeg2000,webp,avif")
-    ap.add_argument("--qualities", default="1,2,3,4,5,6,7,8", help="aecodec quality levels")
-    ap.add_argument("--k", default="", help="extra aecodec curves at these k values, e.g. 192,48")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("-j", "--jobs", type=int, default=max(1, (os.cpu_count() or 1)),
-                    help="parallel workers for the classic codecs")
-    ap.add_argument("--reference", help="folder of published CompressAI-format JSONs to overlay")
-    ap.add_argument("--bd-range", nargs=2, type=float, default=(0.1, 1.5), metavar=("LO", "HI"),
-                    help="bpp range for BD-rates (default 0.1 1.5)")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 2 images, 256x256 centre crops, a third of the operating points")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    add_arguments(ap)
+    return run_from_args(ap.parse_args(argv))
+
+
+def run_from_args(args) -> int:
     names = {c.strip() for c in args.codecs.split(",") if c.strip()}
-    unknown = names - {"aecodec", "jpeg", "jpeg2000", "webp", "avif"}
+    unknown = names - set(CODECS)
     if unknown:
         raise AecError(f"unknown codec(s): {', '.join(sorted(unknown))}")
     codecs = classic_codecs(tuple(names), quick=args.quick)

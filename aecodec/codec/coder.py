@@ -12,12 +12,12 @@ import copy
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import AecError
 from . import bitstream
 from .model import PAD
-from .weights import DEFAULT_MODEL, LoadedModel, load_model, shipped_models
+from .weights import DEFAULT_MODEL, LoadedModel, load_model
+from .zoo import check_known
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -47,7 +47,7 @@ def _transforms_on(loaded: LoadedModel, device: torch.device):
 # result equal the whole-image one up to float rounding: no seams. Images up to TILE pixels per
 # side are a single tile.
 TILE = 1024 // 16   # latents per analysis tile side (1024 pixels)
-TILE_S = 768 // 16  # latents per synthesis tile side (768 pixels: it runs in float64)
+TILE_S = 768 // 16  # latents per synthesis tile side (768 pixels: g_s has the larger activations)
 HALO = 4            # latents of context on each side (64 pixels), more than g_a/g_s can see
 
 
@@ -72,26 +72,32 @@ def _analyze_tiled(net, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _synthesize_tiled(net, y_hat: torch.Tensor, quality: int, height: int, width: int) -> torch.Tensor:
-    """g_s tile by tile, straight to cropped uint8 pixels (3, height, width) on the CPU."""
+def _synthesize_tiled(net, y_hat: torch.Tensor, quality: int, height: int, width: int) -> np.ndarray:
+    """g_s tile by tile, straight to cropped 8-bit pixels (height, width, 3) on the CPU."""
     _, _, h, w = y_hat.shape
-    out = torch.empty((3, height, width), dtype=torch.uint8)
+    out = torch.empty((height, width, 3), dtype=torch.uint8)
     for r0, r1 in _tiles(h, TILE_S):
         for c0, c1 in _tiles(w, TILE_S):
             if 16 * r0 >= height or 16 * c0 >= width:
                 continue
             a0, a1, b0, b1 = max(0, r0 - HALO), min(h, r1 + HALO), max(0, c0 - HALO), min(w, c1 + HALO)
-            t = net.synthesize(y_hat[:, :, a0:a1, b0:b1], quality)[0]
+            t = net.synthesize(y_hat[:, :, a0:a1, b0:b1], quality)[0].permute(1, 2, 0)  # HWC
             y0, x0 = 16 * (r0 - a0), 16 * (c0 - b0)
             rows, cols = min(16 * r1, height) - 16 * r0, min(16 * c1, width) - 16 * c0
-            t = t[:, y0:y0 + rows, x0:x0 + cols].clamp_(0, 1).mul_(255).round_()
-            out[:, 16 * r0:16 * r0 + rows, 16 * c0:16 * c0 + cols] = t.to(torch.uint8).cpu()
-    return out
+            t = t[y0:y0 + rows, x0:x0 + cols].clamp(0, 1).mul_(255).round_()
+            out[16 * r0:16 * r0 + rows, 16 * c0:16 * c0 + cols] = t.to(torch.uint8).cpu()
+    return out.numpy()
 
 
-def _to_tensor(rgb: np.ndarray, device) -> torch.Tensor:
-    x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(device)
-    return x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+def _to_tensor(rgb: np.ndarray, device, pad: int = 1) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H', W') float in [0, 1], H' and W' rounded up to multiples of
+    `pad` by repeating the edge pixels. Padded as uint8 and converted once, straight into the
+    channels-last layout (the faster one for CPU convolutions): a 24 MP image makes one float
+    copy, not three."""
+    h, w = rgb.shape[:2]
+    rgb = np.pad(rgb, ((0, (-h) % pad), (0, (-w) % pad), (0, 0)), mode="edge")
+    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.uint8)).to(device)
+    return x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # HWC memory = channels-last
 
 
 def encode(rgb: np.ndarray, mode: str, quality: int, k: int | None = None,
@@ -111,8 +117,7 @@ def encode(rgb: np.ndarray, mode: str, quality: int, k: int | None = None,
     device = resolve_device(device)
     with loaded.lock, torch.inference_mode():
         net = _transforms_on(loaded, device)
-        x = _to_tensor(rgb, device)
-        x = F.pad(x, (0, (-w) % PAD, 0, (-h) % PAD), mode="replicate")
+        x = _to_tensor(rgb, device, PAD)
         y_hat, z = net.analyze(x, quality, k, g_a=lambda t: _analyze_tiled(net, t))
         try:
             y_bytes, z_bytes = loaded.model.encode_latents(y_hat.cpu(), z.cpu())
@@ -124,9 +129,7 @@ def encode(rgb: np.ndarray, mode: str, quality: int, k: int | None = None,
 
 
 def model_for(header: bitstream.Header) -> LoadedModel:
-    if header.model not in shipped_models():
-        raise AecError(f"file was made by model {header.model!r}, which this aecodec does not have "
-                       f"(it has {', '.join(sorted(shipped_models()))})")
+    check_known(header.model)
     loaded = load_model(header.model)
     if loaded.short_digest != header.digest:
         raise AecError(f"file was made by other weights of model {header.model!r} "
@@ -150,7 +153,6 @@ def decode(data: bytes, device=None) -> tuple[np.ndarray, bitstream.Header]:
             raise AecError(f"corrupt .aec payload ({e})") from None
         net = _transforms_on(loaded, device)
         pixels = _synthesize_tiled(net, y_hat.to(device), header.quality, header.height, header.width)
-        pixels = pixels.permute(1, 2, 0).numpy()
     if header.mode == "L":
         pixels = np.round(pixels.astype(np.float32).mean(axis=2)).astype(np.uint8)
     return pixels, header

@@ -17,25 +17,33 @@ import copy
 import math
 from dataclasses import dataclass
 
-import warnings
-
 import torch
 import torch.nn as nn
 
-with warnings.catch_warnings():  # compressai calls the deprecated torch.jit.script at import
-    warnings.simplefilter("ignore", FutureWarning)
-    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-    from compressai.layers import GDN
-    from compressai.models.base import CompressionModel, get_scale_table
-    from compressai.models.utils import conv, deconv
-
 from ..kernels import gate_quantize
+from .compressai_parts import EntropyBottleneck, GaussianConditional
+from .layers import GDN, Deconv
 
 # CompressAI's lambdas for its 8 MSE quality levels (bmshj2018): distortion weight per quality.
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 QUALITIES = len(LAMBDAS)
 PAD = 64  # g_a downsamples by 16 and h_a by 4 more
 SYMBOL_LIMIT = 1 << 14  # |latent symbol| bound; the encoder refuses inputs beyond it
+# The Gaussian conditional's scale table: 64 log-spaced scales, as in Balle's and CompressAI's models.
+SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 64
+_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def get_scale_table() -> torch.Tensor:
+    return torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS))
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
+
+
+def deconv(in_channels: int, out_channels: int) -> Deconv:
+    return Deconv(in_channels, out_channels)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ def with_mean_head(state: dict, M: int) -> dict:
     return state
 
 
-class AecModel(CompressionModel):
+class AecModel(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         N, M, Q = config.N, config.M, config.qualities
@@ -135,11 +143,27 @@ class AecModel(CompressionModel):
         return {"x_hat": x_hat.float(), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     # ---- coding ---------------------------------------------------------------------------
-    def update(self, scale_table=None, force=False, update_quantiles=False):
-        if scale_table is None:
-            scale_table = get_scale_table()
+    def update(self, scale_table=None, force=False, update_quantiles=False) -> bool:
+        """Rebuild the entropy models' CDF tables from the current weights (before coding)."""
         self.drop_float64_copies()
-        return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+        updated = self.entropy_bottleneck.update(force=force, update_quantiles=update_quantiles)
+        scale_table = get_scale_table() if scale_table is None else scale_table
+        return self.gaussian_conditional.update_scale_table(scale_table, force=force) or updated
+
+    def aux_loss(self) -> torch.Tensor:
+        """The entropy bottleneck's quantile loss (trained by its own optimizer)."""
+        return self.entropy_bottleneck.loss()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # CDF tables are sized by the weights that fill them: empty buffers take the saved shape.
+        for prefix, module in (("entropy_bottleneck", self.entropy_bottleneck),
+                               ("gaussian_conditional", self.gaussian_conditional)):
+            for name in _CDF_BUFFERS:
+                saved, buf = state_dict.get(f"{prefix}.{name}"), getattr(module, name, None)
+                if saved is not None and buf is not None and buf.numel() == 0:
+                    buf.resize_(saved.size())
+        self.drop_float64_copies()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def entropy_parameters(self, params: torch.Tensor):
         """h_s output -> (scales, means or None)."""
@@ -156,13 +180,22 @@ class AecModel(CompressionModel):
         Means are rounded to integers, so the k-sparse latents stay integers (gated channels are
         exactly 0) and the coded symbols are y_hat - mean under the zero-mean scale tables."""
         scales, means = self.entropy_parameters(self._in_float64("h_s", z_hat.device)(z_hat.double()))
-        indexes = self.gaussian_conditional.build_indexes(scales)
+        indexes = self._scale_indexes(scales)
         if means is None:
             return indexes, None
         # bounded means keep every coded symbol (y_hat - mean) within the escape coder's fast range
         if not torch.all(means.abs() < SYMBOL_LIMIT):
             raise ValueError("entropy parameters out of range")
         return indexes, torch.round(means).float()
+
+    def _scale_indexes(self, scales: torch.Tensor) -> torch.Tensor:
+        """GaussianConditional.build_indexes in one pass: the index of a scale is the number of
+        scale-table entries (all but the last) below it. build_indexes counts the same with one
+        comparison pass per table entry (64 passes)."""
+        gc = self.gaussian_conditional
+        scales = gc.lower_bound_scale(scales).contiguous()
+        table = gc.scale_table[:-1].to(device=scales.device, dtype=scales.dtype)
+        return torch.bucketize(scales, table, right=False).int()
 
     def _in_float64(self, name: str, device) -> nn.Module:
         """A cached float64 copy of submodule `name` on `device` (the decoding paths' precision)."""
@@ -233,9 +266,9 @@ class AecModel(CompressionModel):
 
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, quality: int) -> torch.Tensor:
-        """Decoder transform in float64. Pixels are rounded to 8 bits at the end; float32 results
-        differ between CPU and GPU by ~1e-6, enough to flip a few pixels across a rounding
-        boundary, while float64's ~1e-15 makes such a flip practically impossible. So the same
-        file decodes to the same pixels on any device."""
+        """Decoder transform, float32 on y_hat's device. Only the entropy parameters must agree bit
+        for bit across devices (see _coding_parameters); pixels from g_s may differ by one level
+        at rare rounding boundaries between devices (docs/performance.md gives the measured
+        tolerance), and are identical run to run on one device with the same thread count."""
         _, ig = self._gains(quality, y_hat.device)
-        return self._in_float64("g_s", y_hat.device)(y_hat.double() * ig.double())
+        return self.g_s((y_hat.float() * ig).contiguous(memory_format=torch.channels_last))

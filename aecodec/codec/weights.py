@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -19,8 +18,7 @@ from safetensors.torch import load, save
 
 from ..errors import AecError
 from .model import AecModel, ModelConfig
-
-DEFAULT_MODEL = "aec-hp-128-192"
+from .zoo import DEFAULT_MODEL, shipped_model_bytes, shipped_models  # noqa: F401 (re-exported)
 DIGEST_BYTES = 8
 _FP16_SUFFIXES = (".weight", ".bias")  # conv kernels and biases; GDN/entropy/gain params stay float32
 
@@ -104,25 +102,8 @@ def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedM
         raise AecError(f"weights file does not fit the model: {str(e).splitlines()[0]}") from None
     if len(default_k) != config.qualities or not all(1 <= k <= config.M for k in default_k):
         raise AecError("weights file has an invalid default_k table")
-    return LoadedModel(model.eval(), meta.get("name", "unnamed"), file_digest, default_k)
-
-
-def _manifest() -> dict:
-    return json.loads(resources.files("aecodec.weights").joinpath("manifest.json").read_text())
-
-
-def shipped_models() -> dict:
-    """name -> {"file": ..., "sha256": ...} for the weights inside the package."""
-    return _manifest()["models"]
-
-
-def shipped_model_bytes(name: str) -> tuple[bytes, str]:
-    models = shipped_models()
-    if name not in models:
-        raise AecError(f"unknown model {name!r}; this aecodec ships {', '.join(sorted(models))}")
-    entry = models[name]
-    data = resources.files("aecodec.weights").joinpath(entry["file"]).read_bytes()
-    return data, entry["sha256"]
+    model = model.eval().to(memory_format=torch.channels_last)  # the faster layout for CPU convolutions
+    return LoadedModel(model, meta.get("name", "unnamed"), file_digest, default_k)
 
 
 _cache: dict[str, LoadedModel] = {}

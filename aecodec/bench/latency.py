@@ -1,0 +1,147 @@
+"""What a user waits for and how much memory it takes: `python -m aecodec.bench.latency`.
+
+Quality 4 (default k), this machine, on kodim23 (768x512) and a 24 MP photo mosaic:
+- in-process encode and decode time (model already loaded; median of --repeat runs for kodim23),
+  and the decoded PSNR;
+- whole-process time and peak RSS of the `aecodec` command: `--help`, compress, decompress, and
+  compress/decompress of a batch of the 24 Kodak files in one call (and, with --separate, one
+  process per file, the way a loop over files ran before batches existed).
+
+Peak RSS is each child process's own maximum resident set (os.wait4), shared libraries included.
+Pause a background training run while this runs (`make bench-latency` does).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .large import mosaic
+
+QUALITY = 4
+
+
+def _aecodec() -> list[str]:
+    exe = Path(sys.executable).with_name("aecodec")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "aecodec"]
+
+
+TIME = "/usr/bin/time"
+
+
+def run_process(args: list[str]) -> tuple[float, float | None, int]:
+    """-> (seconds, peak RSS MB or None, exit code) of one child process.
+
+    The peak comes from GNU time: a child forked from this (large) process would inherit its
+    high-water mark across exec, so getrusage cannot tell the child's own."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        wrap = [TIME, "-f", "%M", "-o", rss.name] if os.access(TIME, os.X_OK) else []
+        t = time.perf_counter()
+        p = subprocess.run(wrap + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        dt = time.perf_counter() - t
+        text = rss.read().strip().splitlines()
+    if p.returncode != 0:
+        err = p.stderr.decode(errors="replace").strip()
+        raise SystemExit(f"{' '.join(args[:3])} ... failed ({p.returncode}): {err[-300:]}")
+    return dt, (int(text[-1]) / 1024 if wrap and text else None), p.returncode
+
+
+def in_process(path: Path, repeat: int) -> dict:
+    import aecodec
+    from aecodec.bench.metrics import psnr
+
+    with Image.open(path) as im:
+        ref = im.convert("RGB")
+    data = aecodec.compress(ref, quality=QUALITY, device="cpu")  # loads the model, warms up
+    aecodec.decompress(data, device="cpu")
+    enc, dec = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        data = aecodec.compress(ref, quality=QUALITY, device="cpu")
+        enc.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        out = aecodec.decompress(data, device="cpu")
+        dec.append(time.perf_counter() - t)
+    return {"encode_s": statistics.median(enc), "decode_s": statistics.median(dec), "bytes": len(data),
+            "bpp": len(data) * 8 / (ref.width * ref.height), "psnr": psnr(np.asarray(ref), np.asarray(out))}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aecodec.bench.latency", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kodak", default="../shared/data/kodak", help="Kodak folder (kodim23, the batch, the mosaic)")
+    ap.add_argument("--repeat", type=int, default=5, help="in-process runs on kodim23 (median reported)")
+    ap.add_argument("--no-large", action="store_true", help="skip the 24 MP image")
+    ap.add_argument("--separate", action="store_true", help="also time one process per file for the batch")
+    args = ap.parse_args(argv)
+    kodak = Path(args.kodak)
+    kodim23 = kodak / "kodim23.png"
+    files = sorted(kodak.glob("*.png"))
+    if not kodim23.exists() or len(files) < 2:
+        raise SystemExit(f"{kodak}: Kodak PNGs not found")
+    cmd = _aecodec()
+    print(f"aecodec latency, quality {QUALITY}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+
+    r = in_process(kodim23, args.repeat)
+    print(f"in-process kodim23 768x512: encode {r['encode_s']:.3f} s, decode {r['decode_s']:.3f} s, "
+          f"{r['bpp']:.4f} bpp, PSNR {r['psnr']:.3f} dB")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if not args.no_large:
+            big = tmp / "big.png"
+            mosaic(kodak, 6000, 4000).save(big, compress_level=1)
+            r = in_process(big, 1)
+            print(f"in-process mosaic 6000x4000: encode {r['encode_s']:.2f} s, decode {r['decode_s']:.2f} s, "
+                  f"{r['bpp']:.4f} bpp, PSNR {r['psnr']:.2f} dB")
+
+        print(f"{'whole process':<42} {'s':>7} {'peak MB':>8}")
+
+        def row(label, argv_):
+            try:
+                s, mb, _ = run_process(argv_)
+            except SystemExit as e:  # e.g. an aecodec without batches
+                print(f"{label:<42} failed: {e}", flush=True)
+                return
+            print(f"{label:<42} {s:7.2f} {mb or float('nan'):8.0f}", flush=True)
+
+        row("aecodec --help", cmd + ["--help"])
+        aec, png = tmp / "k23.aec", tmp / "k23.png"
+        row("compress kodim23", cmd + ["compress", str(kodim23), "-o", str(aec), "-q", str(QUALITY)])
+        row("decompress kodim23", cmd + ["decompress", str(aec), "-o", str(png)])
+        if not args.no_large:
+            row("compress 24 MP", cmd + ["compress", str(big), "-o", str(tmp / "big.aec")])
+            row("decompress 24 MP", cmd + ["decompress", str(tmp / "big.aec"), "-o", str(tmp / "big2.png")])
+        batch = tmp / "batch"
+        batch.mkdir()
+        n = len(files)
+        row(f"compress {n} Kodak files, one call", cmd + ["compress", *map(str, files), "-o", str(batch)])
+        aecs = sorted(batch.glob("*.aec"))
+        out = tmp / "out"
+        out.mkdir()
+        row(f"decompress {n} files, one call", cmd + ["decompress", *map(str, aecs), "-o", str(out)])
+        if args.separate:
+            shutil.rmtree(batch)
+            batch.mkdir()
+            t = time.perf_counter()
+            peak = 0.0
+            for f in files:
+                peak = max(peak, run_process(cmd + ["compress", str(f), "-o", str(batch / (f.stem + ".aec"))])[1] or 0)
+            print(f"{f'compress {n} files, one process each':<42} {time.perf_counter() - t:7.2f} {peak:8.0f}")
+            t = time.perf_counter()
+            for f in sorted(batch.glob("*.aec")):
+                peak = max(peak, run_process(cmd + ["decompress", str(f), "-o", str(out / (f.stem + "x.png"))])[1] or 0)
+            print(f"{f'decompress {n} files, one process each':<42} {time.perf_counter() - t:7.2f} {peak:8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
