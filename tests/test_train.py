@@ -132,6 +132,19 @@ def test_cli_train_evaluate_export(photo_dir, tiny_weights, tmp_path, capsys):
     assert cli_main(["export", str(rdir), "-o", str(w), "-f", "--default-k", "8"]) == 0
     exported = model_from_bytes(w.read_bytes())  # named after its architecture (runs are mean-scale)
     assert exported.name == "aec-msh-16-24" and exported.model.config.means
+    # the weights carry their training history; a run started from them keeps counting
+    from aecodec.codec.weights import read_metadata
+    from aecodec.train.checkpoint import read_meta
+
+    history = json.loads(read_metadata(w.read_bytes())["train_history"])
+    assert history["steps"] == 2 and history["megapixels"] > 0
+    rdir2 = tmp_path / "runs" / "second"
+    assert cli_main(["train", str(rdir2), "--data", str(photo_dir), "--init", str(w), "--steps", "1",
+                     "--batch", "2", "--crop", "64", "--threads", "1", "--quiet"]) == 0
+    w2 = tmp_path / "w" / "second.safetensors"
+    assert cli_main(["export", str(rdir2), "-o", str(w2), "--default-k", "8"]) == 0
+    assert read_meta(rdir2 / "state.safetensors")["counters"]["before"]["steps"] == 2
+    assert json.loads(read_metadata(w2.read_bytes())["train_history"])["steps"] == 3
     assert cli_main(["train", str(tmp_path / "none"), "--evaluate"]) == 1
 
 

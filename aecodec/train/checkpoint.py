@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..codec.model import AecModel, ModelConfig, with_mean_head
-from ..codec.weights import load_model_file, shipped_model_bytes, model_from_bytes, DEFAULT_MODEL
+from ..codec.weights import DEFAULT_MODEL, load_model_file, model_from_bytes, read_metadata, shipped_model_bytes
 from ..errors import AecError
 from .config import TrainConfig
 from .distributed import World
@@ -144,6 +144,34 @@ def initial_model(init: str | None, means: bool | None = None) -> AecModel:
     model = AecModel(config)
     model.load_state_dict(state)
     return model
+
+
+def training_totals(step: int, counters: dict) -> dict:
+    """Steps, megapixels and CPU hours behind a run's current weights: this run's counters plus the
+    history of the weights it started from (counters["before"])."""
+    before = counters.get("before", {})
+    return {"steps": int(before.get("steps", 0)) + int(step),
+            "megapixels": round(float(before.get("megapixels", 0.0)) + counters["megapixels"], 3),
+            "cpu_hours": round(float(before.get("cpu_hours", 0.0)) + counters["cpu_hours"], 3)}
+
+
+def initial_history(init: str | None) -> dict:
+    """The training history recorded with the weights a new run starts from (zeros if none): so a
+    run restarted from the shipped weights on a new machine keeps counting where they left off."""
+    if init == "scratch":
+        return {}
+    try:
+        if init is None or init in _shipped_names():
+            meta = read_metadata(shipped_model_bytes(init or DEFAULT_MODEL)[0])
+            return json.loads(meta.get("train_history", "{}"))
+        p = Path(init)
+        try:
+            meta = read_meta(p)
+        except AecError:
+            return json.loads(read_metadata(p.read_bytes()).get("train_history", "{}"))
+        return training_totals(meta["step"], meta["counters"])
+    except (OSError, ValueError, KeyError, AecError):
+        return {}
 
 
 def _shipped_names():

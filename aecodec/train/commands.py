@@ -1,13 +1,14 @@
 """`aecodec train` and `aecodec export` (argument parsing lives in cli.py)."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import torch
 
 from ..errors import AecError
-from .checkpoint import STATE_FILE, initial_model, load_state, read_meta
+from .checkpoint import STATE_FILE, initial_model, load_state, read_meta, training_totals
 from .config import TrainConfig
 from .data import validation_set
 from .evaluate import bd_vs_jpeg2000, coding_copy, evaluate, format_result, jpeg2000_anchor
@@ -48,8 +49,10 @@ def cmd_train(args) -> int:
         torch.set_num_threads(trainer.cfg.threads or torch.get_num_threads())
         result, bd, n = _validate(trainer.model, trainer.cfg.data, rdir.parent, trainer.ema)
         write_eval(rdir, step, counters, result, bd)
-        print(f"{rdir} step {step}, {counters['megapixels']:.0f} Mpx, {counters['cpu_hours']:.2f} CPU core-hours, "
-              f"validation (EMA weights, {n} images):")
+        total = training_totals(step, counters)
+        print(f"{rdir} step {step}, {counters['megapixels']:.0f} Mpx, {counters['cpu_hours']:.2f} CPU core-hours "
+              f"(with the weights it started from: {total['steps']} steps, {total['megapixels']:.0f} Mpx, "
+              f"{total['cpu_hours']:.2f} CPU h), validation (EMA weights, {n} images):")
         print(format_result(result, bd))
         return 0
     overrides = _overrides(args)
@@ -75,7 +78,8 @@ def cmd_export(args) -> int:
     extra = {}
     try:
         meta = read_meta(src)
-        extra = {"train_steps": meta["step"], "train_megapixels": round(meta["counters"]["megapixels"])}
+        extra = {"train_steps": meta["step"], "train_megapixels": round(meta["counters"]["megapixels"]),
+                 "train_history": json.dumps(training_totals(meta["step"], meta["counters"]))}
         data_dir = meta["config"]["data"]
     except AecError:
         data_dir = TrainConfig().data

@@ -22,7 +22,7 @@ from ..codec.model import PAD, AecModel
 from ..errors import AecError
 from ..imageio import list_images
 from . import distributed
-from .checkpoint import STATE_FILE, initial_model, load_state, rank_generator, read_meta, save_state
+from .checkpoint import STATE_FILE, initial_history, initial_model, load_state, training_totals, rank_generator, read_meta, save_state
 from .distributed import World
 from .config import RUNS_DIR, TrainConfig
 from .data import CropSampler, split
@@ -62,7 +62,8 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
     trainer = Trainer(model.to(memory_format=torch.channels_last).train(), cfg, world, device)
     if world.main:
         print(f"new run {rdir} from {init or 'the shipped default model'}", flush=True)
-    return trainer, 0, gen, {"megapixels": 0.0, "cpu_hours": 0.0, "wall_hours": 0.0}
+    counters = {"megapixels": 0.0, "cpu_hours": 0.0, "wall_hours": 0.0, "before": initial_history(init)}
+    return trainer, 0, gen, counters
 
 
 class _StopFlag:
@@ -182,4 +183,5 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
 def write_eval(rdir: Path, step: int, counters: dict, result: dict, bd: float) -> None:
     with open(rdir / "eval.jsonl", "a") as f:
         f.write(json.dumps({"step": step, "megapixels": counters["megapixels"],
-                            "cpu_hours": counters["cpu_hours"], "bd_vs_jpeg2000": bd, **result}) + "\n")
+                            "cpu_hours": counters["cpu_hours"], "total": training_totals(step, counters),
+                            "bd_vs_jpeg2000": bd, **result}) + "\n")
