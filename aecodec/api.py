@@ -29,17 +29,38 @@ def _pixels(image, drop_alpha: bool, reduce_depth: bool) -> tuple[np.ndarray, st
     raise AecError(f"cannot compress a {type(image).__name__}; pass a path, PIL image or numpy array")
 
 
-def compress(image, quality: int = DEFAULT_QUALITY, k: int | None = None, *, device: str = "auto",
+def compress(image, quality: float = DEFAULT_QUALITY, k: int | None = None, *, size: int | None = None,
+             bpp: float | None = None, psnr: float | None = None, effort: int = 0, device: str = "auto",
              drop_alpha: bool = False, reduce_depth: bool = False, model: str = DEFAULT_MODEL) -> bytes:
     """Compress an image (path, PIL image, uint8 numpy array, or encoded bytes) to .aec bytes.
 
-    quality: 1 (smallest) .. 8 (best). k: channels kept per latent position (default: the model's
-    default for the quality). device: "auto", "cpu" or "cuda".
+    quality: 1 (smallest) .. 8 (best); values in between (steps of 1/256) interpolate the levels.
+    Or a target instead of a quality: size (bytes) or bpp, the highest quality that fits (never
+    over); psnr (dB), the smallest file that reaches it. `read_header(data).quality` tells the
+    quality chosen. k: channels kept per latent position (default: the model's default for the
+    quality). effort: 0 (one pass, the default) .. 3: refine the latents for this image by
+    gradient descent, slower and smaller for the same quality; any aecodec decodes the result.
+    device: "auto", "cpu" or "cuda".
     """
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 8:
-        raise AecError(f"quality must be an integer 1..8, got {quality!r}")
+    targets = [t for t in (size, bpp, psnr) if t is not None]
+    if len(targets) > 1:
+        raise AecError("give at most one of size, bpp and psnr")
     rgb, mode = _pixels(image, drop_alpha, reduce_depth)
-    return coder.encode(rgb, mode, int(quality), k, loaded=load_model(model), device=device)
+    loaded = load_model(model)
+    if not targets:
+        return coder.encode(rgb, mode, quality, k, loaded=loaded, device=device, effort=effort)
+    if effort:
+        raise AecError("effort > 0 with a size or PSNR target is not supported; give a quality")
+    if bpp is not None:
+        if not bpp > 0:
+            raise AecError(f"bpp must be positive, got {bpp!r}")
+        size = int(bpp * rgb.shape[0] * rgb.shape[1] / 8)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+        raise AecError(f"size must be a positive number of bytes, got {size!r}")
+    if psnr is not None and not 0 < psnr < 100:
+        raise AecError(f"psnr must be in 0..100 dB, got {psnr!r}")
+    return coder.encode_to_target(rgb, mode, max_bytes=size, min_psnr=psnr, k=k, loaded=loaded,
+                                  device=device)[0]
 
 
 def decompress(data, *, device: str = "auto") -> Image.Image:

@@ -149,17 +149,47 @@ def cmd_compress(args) -> int:
         from .codec.weights import load_model
 
         t0 = time.perf_counter()
-        data = coder.encode(rgb, mode, args.quality, args.k, loaded=load_model(), device=args.device)
+        pixels = rgb.shape[0] * rgb.shape[1]
+        target = ""
+        if args.size or args.bpp:
+            max_bytes = args.size or int(args.bpp * pixels / 8)
+            data, _ = coder.encode_to_target(rgb, mode, max_bytes=max_bytes, k=args.k, loaded=load_model(),
+                                             device=args.device)
+            target = f" (target {max_bytes} bytes)"
+        elif args.psnr:
+            data, q = coder.encode_to_target(rgb, mode, min_psnr=args.psnr, k=args.k, loaded=load_model(),
+                                             device=args.device)
+            target = f" (target {args.psnr:g} dB)"
+        else:
+            data = coder.encode(rgb, mode, 4 if args.quality is None else args.quality, args.k,
+                                loaded=load_model(), device=args.device, effort=args.effort)
         elapsed = time.perf_counter() - t0
         _write_output(out, data, args.force)
-        h = rgb.shape[0] * rgb.shape[1]
         from .codec.bitstream import parse
 
         hdr = parse(data)[0]
-        return (f"{src} -> {out}: {hdr.width}x{hdr.height} {hdr.mode}, q{hdr.quality} k{hdr.k}, "
-                f"{len(data)} bytes, {len(data) * 8 / h:.4f} bpp, {elapsed:.2f} s")
+        reached = ""
+        if args.psnr:
+            from .codec.coder import decode
 
+            reached = f", PSNR {_psnr(rgb, decode(data, device=args.device)[0], mode):.2f} dB"
+        return (f"{src} -> {out}: {hdr.width}x{hdr.height} {hdr.mode}, q{hdr.quality:.4g} k{hdr.k}, "
+                f"{len(data)} bytes{target}, {len(data) * 8 / pixels:.4f} bpp{reached}, {elapsed:.2f} s")
+
+    if args.quality is not None and (args.size or args.bpp or args.psnr):
+        raise AecError("give either a quality or a target (--size, --bpp, --psnr), not both")
+    if args.effort and (args.size or args.bpp or args.psnr):
+        raise AecError("--effort with a target (--size, --bpp, --psnr) is not supported yet; give -q")
     return _run_all(_plan(args.input, args.output, ".aec"), one, args.quiet, "compress")
+
+
+def _psnr(rgb, pixels, mode: str) -> float:
+    import numpy as np
+
+    if mode == "L":
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    mse = np.mean((pixels.astype(np.float64) - rgb) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
 # Formats Pillow writes lossily by default, with the options aecodec writes them at.
@@ -222,11 +252,11 @@ def cmd_info(args) -> int:
     data = _read_input(args.input, MAX_FILE)
     h = parse(data)[0]
     rows = [
-        ("format", "aec version 1"),
+        ("format", f"aec version {h.version}"),
         ("model", f"{h.model} (weights digest {h.digest.hex()})"),
         ("size", f"{h.width}x{h.height}"),
         ("mode", h.mode),
-        ("quality", h.quality),
+        ("quality", f"{h.quality:g}"),
         ("k", h.k),
         ("payload", f"z {h.z_length} bytes, y {h.y_length} bytes"),
         ("file size", f"{len(data)} bytes"),

@@ -84,3 +84,56 @@ def test_reference_jsons_load(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     ref = load_reference(tmp_path)
     assert list(ref) == ["x"] and ref["x"]["bpp"] == [0.1, 0.2]
+
+
+@pytest.mark.parametrize("label", ["AVIF 4:2:0 (default tune)", "AVIF 4:4:4 tune=psnr", "HEIC 4:2:0",
+                                   "HEIC 4:4:4", "JPEG XL"])
+def test_strong_codecs_round_trip_at_sane_rates(kodak_crop, label):
+    from aecodec.bench.codecs import classic_codecs
+    from aecodec.bench.metrics import psnr
+
+    codecs = [c for c in classic_codecs() if c.name == label]
+    assert len(codecs) >= 8, label  # dense sweeps
+    img = kodak_crop.resize((192, 128))
+    ref = np.asarray(img)
+    points = []
+    for c in (codecs[1], codecs[-2]):  # a low and a high setting
+        data = c.encode(img)
+        out = np.asarray(c.decode(data))
+        assert out.shape == ref.shape
+        points.append((len(data) * 8 / (192 * 128), psnr(ref, out)))
+    (lo_bpp, lo_psnr), (hi_bpp, hi_psnr) = points
+    assert 0.02 < lo_bpp < hi_bpp < 12 and 20 < lo_psnr < hi_psnr < 60, points
+    assert c.settings() and c.library()
+
+
+def test_results_json_records_settings_and_versions(tmp_path, kodak_crop):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    kodak_crop.save(images / "a.png")
+    out = tmp_path / "out"
+    assert bench_main([str(images), "-o", str(out), "--codecs", "heic,jxl", "--quick", "-j", "1",
+                       "--no-progress"]) == 0
+    heic = json.loads((out / "heic-444.json").read_text())
+    assert heic["settings"]["chroma"] == 444 and heic["settings"]["enc_params"]["tune"] == "psnr"
+    assert "x265" in heic["library"] and "libheif" in heic["library"]
+    assert "pillow-jxl-plugin" in json.loads((out / "jpeg-xl.json").read_text())["library"]
+
+
+def test_missing_bench_extra_skips_with_a_note(monkeypatch, capsys):
+    import builtins
+
+    from aecodec.bench import codecs as codecs_mod
+
+    real_import = builtins.__import__
+
+    def no_extra(name, *args, **kwargs):
+        if name in ("pillow_heif", "pillow_jxl"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_extra)
+    got = codecs_mod.classic_codecs(("jpeg", "heic", "jxl"))
+    assert got and all(c.name.startswith("JPEG 4") for c in got)
+    err = capsys.readouterr().err
+    assert "HEIC skipped" in err and "JPEG XL skipped" in err and "aecodec[bench]" in err

@@ -1,4 +1,5 @@
 """Bitstream writer/parser: round trip, field validation, and a seeded fuzz of the parser."""
+import dataclasses
 import random
 import struct
 import zlib
@@ -53,8 +54,8 @@ def test_field_validation(field, offset, fmt, value, message):
 
 def test_version_and_magic():
     data = bytearray(_valid())
-    data[4] = 2
-    with pytest.raises(AecError, match="version 2"):
+    data[4] = 3
+    with pytest.raises(AecError, match="version 3"):
         parse(bytes(data))
     with pytest.raises(AecError, match="magic"):
         parse(b"\x89PNG\r\n\x1a\n" + bytes(40))
@@ -118,3 +119,25 @@ def test_pack_rejects_bad_headers():
         pack(Header("bad name!", bytes(8), 1, 1, "RGB", 1, 1, 0, 0), b"z", b"y")
     with pytest.raises(AecError):
         pack(Header("m", bytes(8), 0, 1, "RGB", 1, 1, 0, 0), b"z", b"y")
+
+
+def test_fractional_quality_is_version_2_and_levels_stay_version_1():
+    base = parse(_valid())[0]
+    for q, version in [(4, 1), (4.0, 1), (4.5, 2), (1 + 1 / 256, 2), (7.99609375, 2)]:
+        header = dataclasses.replace(base, quality=q)
+        data = pack(header, b"z" * header.z_length, b"y" * header.y_length)
+        assert data[4] == version
+        back = parse(data)[0]
+        assert back.quality == q and back.version == version
+        assert len(data) == len(_valid()) + (version - 1)  # the quality field grows by one byte
+    with pytest.raises(AecError, match="multiple of 1/256"):
+        pack(dataclasses.replace(base, quality=4.001), b"z" * base.z_length, b"y" * base.y_length)
+    # a version-2 file with a whole quality is not canonical
+    data = bytearray(pack(dataclasses.replace(base, quality=4.5), b"z" * base.z_length, b"y" * base.y_length))
+    struct.pack_into(">H", data, _field_offset() + 17, 4 * 256)
+    with pytest.raises(AecError, match="whole quality"):
+        parse(_reseal(bytes(data)))
+    for bad in (255, 2049):
+        struct.pack_into(">H", data, _field_offset() + 17, bad)
+        with pytest.raises(AecError, match="quality"):
+            parse(_reseal(bytes(data)))

@@ -25,11 +25,11 @@ from ..errors import AecError
 from ..fileio import atomic_write_bytes
 from ..imageio import list_images
 from .bdrate import bd_rate
-from .codecs import Codec, aec_codecs, classic_codecs
+from .codecs import AVIF_PSNR, Codec, aec_codecs, classic_codecs
 from .metrics import ms_ssim, psnr
 from .rd_args import CODECS, add_arguments
 
-ANCHORS = ("JPEG 4:2:0", "JPEG 2000")
+ANCHORS = ("JPEG 4:2:0", "JPEG 2000", AVIF_PSNR)
 FIELDS = ["image", "codec", "param", "bytes", "bpp", "psnr", "ms_ssim", "encode_s", "decode_s"]
 
 
@@ -142,9 +142,11 @@ def _msssim_db(v):
 
 def bd_table(curves: dict[str, dict], rate_range=(0.1, 1.5), reference: dict | None = None) -> str:
     lines = [f"BD-rate in % (negative = fewer bits than the anchor for the same quality), over "
-             f"{rate_range[0]}-{rate_range[1]} bpp; MS-SSIM measured in dB.", "",
-             "| codec | PSNR vs JPEG | PSNR vs JPEG 2000 | MS-SSIM vs JPEG | MS-SSIM vs JPEG 2000 |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             f"{rate_range[0]}-{rate_range[1]} bpp; MS-SSIM measured in dB. Anchors: JPEG 4:2:0, "
+             f"JPEG 2000, and AVIF at its strongest for PSNR ({AVIF_PSNR}).", "",
+             "| codec | PSNR vs JPEG | PSNR vs JPEG 2000 | PSNR vs AVIF | MS-SSIM vs JPEG | "
+             "MS-SSIM vs JPEG 2000 | MS-SSIM vs AVIF |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
     def fmt(x):
         return "n/a" if not np.isfinite(x) else f"{x:+.1f}"
@@ -216,7 +218,9 @@ def plot(curves: dict[str, dict], path: Path, reference: dict | None = None) -> 
     atomic_write_bytes(path, buf.getvalue(), force=True)
 
 
-def write_outputs(rows, outdir: Path, reference: dict | None, rate_range) -> dict:
+def write_outputs(rows, outdir: Path, reference: dict | None, rate_range, codecs=()) -> dict:
+    """rd.csv, one CompressAI-format JSON per codec (with its exact settings and library
+    versions), bd-rate.md and rd.png."""
     outdir.mkdir(parents=True, exist_ok=True)
     import io
 
@@ -231,6 +235,9 @@ def write_outputs(rows, outdir: Path, reference: dict | None, rate_range) -> dic
         slug = name.lower().replace(" ", "-").replace(":", "").replace("=", "")
         doc = {"name": name, "description": f"{name}, measured by aecodec bench",
                "results": {k: v for k, v in res.items()}}
+        codec = next((c for c in codecs if c.name == name), None)
+        if codec is not None and codec.library():
+            doc["settings"], doc["library"] = codec.settings(), codec.library()
         atomic_write_bytes(outdir / f"{slug}.json", (json.dumps(doc, indent=2) + "\n").encode(), force=True)
     table = bd_table(curves, rate_range, reference)
     atomic_write_bytes(outdir / "bd-rate.md", table.encode(), force=True)
@@ -263,7 +270,7 @@ def run_from_args(args) -> int:
     reference = load_reference(args.reference) if args.reference else None
     rows = run(args.directory, args.output, codecs, jobs=args.jobs, crop=256 if args.quick else None,
                max_images=2 if args.quick else None, progress=not args.no_progress)
-    write_outputs(rows, Path(args.output), reference, tuple(args.bd_range))
+    write_outputs(rows, Path(args.output), reference, tuple(args.bd_range), codecs)
     print((Path(args.output) / "bd-rate.md").read_text())
     print(f"wrote {args.output}/rd.csv, rd.png, bd-rate.md and one JSON per codec")
     return 0

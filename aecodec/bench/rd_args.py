@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-CODECS = ("aecodec", "jpeg", "jpeg2000", "webp", "avif")
+CODECS = ("aecodec", "jpeg", "jpeg2000", "webp", "avif", "avif-psnr", "heic", "jxl")
 DEFAULT_OUTPUT = "aecodec-bench"
 
 

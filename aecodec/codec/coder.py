@@ -9,6 +9,7 @@ CPU (the latter in float64) so that a file encoded on one device decodes on any 
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -34,11 +35,8 @@ def _transforms_on(loaded: LoadedModel, device: torch.device):
     if device.type == "cpu":
         return loaded.model
     cache = loaded.__dict__.setdefault("_device_models", {})
-    if device not in cache:
-        m = copy.deepcopy(loaded.model)
-        m.entropy_bottleneck = None
-        m.gaussian_conditional = None
-        cache[device] = m.to(device)
+    if device not in cache:  # entropy models come along: the encoder's refinement needs their likelihoods
+        cache[device] = copy.deepcopy(loaded.model).to(device)
     return cache[device]
 
 
@@ -100,32 +98,144 @@ def _to_tensor(rgb: np.ndarray, device, pad: int = 1) -> torch.Tensor:
     return x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # HWC memory = channels-last
 
 
-def encode(rgb: np.ndarray, mode: str, quality: int, k: int | None = None,
-           loaded: LoadedModel | None = None, device=None) -> bytes:
-    """Encode an 8-bit (H, W, 3) array. mode is the colour mode recorded for the decoder."""
-    loaded = loaded or load_model(DEFAULT_MODEL)
-    M = loaded.model.channels
-    if quality not in bitstream.QUALITY_RANGE:
-        raise AecError(f"quality must be 1..8, got {quality}")
-    k = loaded.default_k[quality - 1] if k is None else k
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= M:
-        raise AecError(f"k must be an integer in 1..{M} for model {loaded.name}, got {k}")
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise AecError("encode expects an 8-bit RGB array of shape (H, W, 3)")
-    h, w = rgb.shape[:2]
-    bitstream._check_ranges(w, h, quality, k, mode)
-    device = resolve_device(device)
-    with loaded.lock, torch.inference_mode():
-        net = _transforms_on(loaded, device)
-        x = _to_tensor(rgb, device, PAD)
-        y_hat, z = net.analyze(x, quality, k, g_a=lambda t: _analyze_tiled(net, t))
+def _check_quality(quality) -> int | float:
+    if isinstance(quality, bool) or not isinstance(quality, (int, float, np.integer, np.floating)) \
+            or not bitstream.QUALITY_MIN <= quality <= bitstream.QUALITY_MAX:
+        raise AecError(f"quality must be a number in {bitstream.QUALITY_MIN}..{bitstream.QUALITY_MAX}, "
+                       f"got {quality!r}")
+    return bitstream.snap_quality(quality)
+
+
+def default_k(loaded: LoadedModel, quality: int | float) -> int:
+    """The model's k for a quality; between two levels, the higher level's."""
+    return loaded.default_k[math.ceil(quality) - 1]
+
+
+class _Encoder:
+    """One image's analysis transform, run once; then any number of (quality, k) codings of it,
+    which cost only the gain, gate, h_a and entropy coding (the target searches probe many)."""
+
+    def __init__(self, rgb: np.ndarray, mode: str, loaded: LoadedModel, device):
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise AecError("encode expects an 8-bit RGB array of shape (H, W, 3)")
+        self.h, self.w = rgb.shape[:2]
+        bitstream._check_ranges(self.w, self.h, 1, 1, mode)
+        self.rgb, self.mode, self.loaded = rgb, mode, loaded
+        self.net = _transforms_on(loaded, device)
+        self.x = _to_tensor(rgb, device, PAD)
+        self.y = _analyze_tiled(self.net, self.x)
+        self.y_hat = None
+
+    def code(self, quality: int | float, k: int | None, effort: int = 0) -> bytes:
+        M = self.loaded.model.channels
+        k = default_k(self.loaded, quality) if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= M:
+            raise AecError(f"k must be an integer in 1..{M} for model {self.loaded.name}, got {k}")
+        if effort:
+            self.y_hat, z = self._refined(quality, k, effort)
+        else:
+            self.y_hat, z = self.net.quantize_latents(self.y, quality, k)
+        y_bytes, z_bytes = self._entropy_code(self.y_hat, z)
+        header = bitstream.Header(self.loaded.name, self.loaded.short_digest, self.w, self.h, self.mode,
+                                  quality, k, len(z_bytes), len(y_bytes))
+        return bitstream.pack(header, z_bytes, y_bytes)
+
+    def _entropy_code(self, y_hat, z) -> tuple[bytes, bytes]:
         try:
-            y_bytes, z_bytes = loaded.model.encode_latents(y_hat.cpu(), z.cpu())
+            return self.loaded.model.encode_latents(y_hat.cpu(), z.cpu())
         except ValueError as e:
             raise AecError(f"cannot encode this image: {e}") from None
-    header = bitstream.Header(loaded.name, loaded.short_digest, w, h, mode, quality, k,
-                              len(z_bytes), len(y_bytes))
-    return bitstream.pack(header, z_bytes, y_bytes)
+
+    def _refined(self, quality, k: int, effort: int):
+        from .refine import rd_lambda, refine
+
+        lam, pixels = rd_lambda(quality), self.h * self.w
+
+        def cost(y_hat, z) -> float:
+            y_bytes, z_bytes = self._entropy_code(y_hat, z)
+            self.y_hat = y_hat
+            mse = self._decoded_mse(quality)
+            return (len(y_bytes) + len(z_bytes)) * 8 / pixels + lam * mse
+
+        g, _ = self.net._gains(quality, self.y.device)
+        y_scaled = (self.y * g).float()
+        _, z = self.net.quantize_latents(self.y, quality, k)
+        return refine(self.net, self.x, (self.h, self.w), y_scaled, z, quality, k, effort, cost)
+
+    def _decoded_mse(self, quality) -> float:
+        """MSE (in 8-bit levels squared) of what the decoder shows for self.y_hat on this device."""
+        pixels = _synthesize_tiled(self.net, self.y_hat, quality, self.h, self.w)
+        if self.mode == "L":
+            pixels = np.repeat(np.round(pixels.astype(np.float32).mean(axis=2)).astype(np.uint8)[:, :, None], 3, 2)
+        return float(np.mean((pixels.astype(np.float64) - self.rgb) ** 2))
+
+    def psnr(self, quality: int | float) -> float:
+        """PSNR of what the decoder will show for the last coding (same latents, this device)."""
+        mse = self._decoded_mse(quality)
+        return float("inf") if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+
+
+def encode(rgb: np.ndarray, mode: str, quality: int | float, k: int | None = None,
+           loaded: LoadedModel | None = None, device=None, effort: int = 0) -> bytes:
+    """Encode an 8-bit (H, W, 3) array. mode is the colour mode recorded for the decoder.
+    quality: 1..8; values between the levels (in steps of 1/256) interpolate the gains.
+    effort: 0 (one pass) .. MAX_EFFORT: refine the latents for this image (codec/refine.py)."""
+    from .refine import MAX_EFFORT
+
+    loaded = loaded or load_model(DEFAULT_MODEL)
+    quality = _check_quality(quality)
+    if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
+        raise AecError(f"effort must be an integer 0..{MAX_EFFORT}, got {effort!r}")
+    with loaded.lock, torch.inference_mode():
+        return _Encoder(rgb, mode, loaded, resolve_device(device)).code(quality, k, int(effort))
+
+
+def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None,
+                     min_psnr: float | None = None, k: int | None = None,
+                     loaded: LoadedModel | None = None, device=None) -> tuple[bytes, int | float]:
+    """-> (file, quality): the highest quality whose file fits in max_bytes (never over), or the
+    lowest quality whose decoded PSNR reaches min_psnr. Bisection over the 1/256 quality grid
+    (~11 codings; the analysis transform runs once)."""
+    if (max_bytes is None) == (min_psnr is None):
+        raise AecError("give exactly one target: a size or a PSNR")
+    loaded = loaded or load_model(DEFAULT_MODEL)
+    scale = bitstream.QUALITY_SCALE
+    lo, hi = bitstream.QUALITY_MIN * scale, bitstream.QUALITY_MAX * scale
+    with loaded.lock, torch.inference_mode():
+        enc = _Encoder(rgb, mode, loaded, resolve_device(device))
+
+        def probe(i):
+            q = bitstream.snap_quality(i / scale)
+            data = enc.code(q, k)
+            ok = len(data) <= max_bytes if max_bytes is not None else enc.psnr(q) >= min_psnr
+            return ok, data, q
+
+        if max_bytes is not None:  # largest fitting quality: keep lo fitting, hi not
+            ok, best, q_best = probe(lo)
+            if not ok:
+                raise AecError(f"cannot fit in {max_bytes} bytes: the smallest file (quality 1) is "
+                               f"{len(best)} bytes")
+            ok, data, q = probe(hi)
+            if ok:
+                return data, q
+        else:  # smallest quality that reaches the PSNR: keep hi reaching, lo not
+            ok, best, q_best = probe(hi)
+            if not ok:
+                raise AecError(f"cannot reach {min_psnr:g} dB: the best quality (8) gives "
+                               f"{enc.psnr(q_best):.2f} dB")
+            ok, data, q = probe(lo)
+            if ok:
+                return data, q
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            ok, data, q = probe(mid)
+            if ok == (max_bytes is not None):
+                lo = mid
+            else:
+                hi = mid
+            if ok:
+                best, q_best = data, q
+        return best, q_best
 
 
 def model_for(header: bitstream.Header) -> LoadedModel:

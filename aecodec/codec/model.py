@@ -110,7 +110,19 @@ class AecModel(nn.Module):
     def channels(self) -> int:
         return self.config.M
 
-    def _gains(self, quality: torch.Tensor | int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gains(self, quality: torch.Tensor | int | float, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gain, inverse gain), each (B, M, 1, 1). Integer qualities select a level; a quality
+        between two levels interpolates both vectors geometrically (Cui et al. 2021), i.e. the
+        quantization step varies log-linearly from one level to the next."""
+        if isinstance(quality, float) and not quality.is_integer():
+            lo = int(math.floor(quality))
+            t = quality - lo
+            g = self.gain.abs()[lo - 1:lo + 1].log()
+            ig = self.inv_gain.abs()[lo - 1:lo + 1].log()
+            g, ig = ((1 - t) * v[0] + t * v[1] for v in (g, ig))
+            return g.exp()[None, :, None, None].to(device), ig.exp()[None, :, None, None].to(device)
+        if isinstance(quality, float):
+            quality = int(quality)
         idx = torch.as_tensor(quality, device=device).reshape(-1) - 1
         g = self.gain.abs()[idx][:, :, None, None]
         ig = self.inv_gain.abs()[idx][:, :, None, None]
@@ -211,12 +223,16 @@ class AecModel(nn.Module):
         self._float64 = {}
 
     @torch.no_grad()
-    def analyze(self, x: torch.Tensor, quality: int, k: int, g_a=None):
+    def analyze(self, x: torch.Tensor, quality: int | float, k: int, g_a=None):
         """x (1, 3, H, W) in [0, 1], H and W multiples of PAD -> (y_symbols, z) latents.
 
         g_a: optional replacement for self.g_a (the coder passes a tiled version)."""
-        y = (g_a or self.g_a)(x)
-        g, _ = self._gains(quality, x.device)
+        return self.quantize_latents((g_a or self.g_a)(x), quality, k)
+
+    @torch.no_grad()
+    def quantize_latents(self, y: torch.Tensor, quality: int | float, k: int):
+        """g_a's output -> (y_symbols, z): gain for the quality, k-sparse gate, rounding, h_a."""
+        g, _ = self._gains(quality, y.device)
         y_hat = gate_quantize((y * g).float(), k)
         z = self.h_a(y_hat.abs())
         return y_hat, z
