@@ -10,12 +10,12 @@ __version__ = "0.1.0"
 
 from .errors import AecError  # noqa: E402
 
-__all__ = ["AecError", "compress", "decompress", "__version__"]
+__all__ = ["AecError", "compress", "decompress", "read_header", "__version__"]
 
 
 def __getattr__(name):
     # The API pulls in torch; keep `import aecodec` cheap until it is used.
-    if name in ("compress", "decompress"):
+    if name in ("compress", "decompress", "read_header"):
         from . import api
 
         return getattr(api, name)

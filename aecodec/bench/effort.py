@@ -56,7 +56,7 @@ def effort_table(images, qualities, efforts) -> None:
             secs.append(float(np.mean(t)))
             print(f"{e:>6} {q:>3} {bpps[-1]:7.4f} {psnrs[-1]:7.3f} {secs[-1]:13.2f}", flush=True)
         curves[e] = (bpps, psnrs, statistics.mean(secs))
-    print(f"\n| effort | BD-rate vs effort 0 (PSNR) | encode s per image |\n| ---: | ---: | ---: |")
+    print("\n| effort | BD-rate vs effort 0 (PSNR) | encode s per image |\n| ---: | ---: | ---: |")
     base = curves[efforts[0]]
     for e in efforts:
         bd = bd_rate(base[0], base[1], curves[e][0], curves[e][1])

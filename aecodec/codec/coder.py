@@ -147,9 +147,12 @@ class _Encoder:
             raise AecError(f"cannot encode this image: {e}") from None
 
     def _refined(self, quality, k: int, effort: int):
-        from .refine import rd_lambda, refine
+        from .refine import MAX_PIXELS, rd_lambda, refine
 
         lam, pixels = rd_lambda(quality), self.h * self.w
+        if pixels > MAX_PIXELS:
+            raise AecError(f"effort > 0 works on images up to {MAX_PIXELS / 1e6:.1f} megapixels "
+                           f"(this one has {pixels / 1e6:.1f}); use effort 0")
 
         def cost(y_hat, z) -> float:
             y_bytes, z_bytes = self._entropy_code(y_hat, z)

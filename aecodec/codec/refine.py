@@ -31,6 +31,7 @@ from .model import LAMBDAS, AecModel
 # effort -> gradient steps (each: g_s forward + backward; ~0.6 s for a 768x512 image on 2 CPU cores)
 EFFORT_STEPS = {0: 0, 1: 40, 2: 150, 3: 500}
 MAX_EFFORT = max(EFFORT_STEPS)
+MAX_PIXELS = 1920 * 1088  # refinement backpropagates through g_s over the whole image: ~3 GB here
 CHECK_EVERY = 10       # steps between real-cost checks: a higher effort sees every check of a lower one
 LEARNING_RATE = 0.005  # Adam, on latents in quantization steps
 
