@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench-kodak bench-kernels bench-train bench-latency train train-stop train-status train-eval clean
+.PHONY: demo test bench-kodak bench-kernels bench-train bench-latency bench-effort train train-stop train-status train-eval clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench-train: $(VENV)/.installed
 bench-latency: $(VENV)/.installed
 	@pid=$$(cat $(RUN_DIR)/pid 2>/dev/null); [ -n "$$pid" ] && kill -STOP $$pid 2>/dev/null; \
 	$(PY) -m aecodec.bench.latency; rc=$$?; [ -n "$$pid" ] && kill -CONT $$pid 2>/dev/null; exit $$rc
+
+# Effort levels, size targets, continuous quality (docs/performance.md); EFFORT_ARGS narrows it.
+bench-effort: $(VENV)/.installed
+	@pid=$$(cat $(RUN_DIR)/pid 2>/dev/null); [ -n "$$pid" ] && kill -STOP $$pid 2>/dev/null; \
+	$(PY) -m aecodec.bench.effort $(EFFORT_ARGS); rc=$$?; [ -n "$$pid" ] && kill -CONT $$pid 2>/dev/null; exit $$rc
 
 # The long training run (docs/training.md): `make train` starts or resumes it in the background at
 # low priority; `make train-stop` saves and stops it; `make train-eval` scores it on validation.

@@ -61,7 +61,7 @@ class JpegCodec(Codec):
 
     @staticmethod
     def library():
-        return f"libjpeg-turbo {features.version('jpg')} (Pillow {Image.__version__})"
+        return f"libjpeg-turbo {features.version('libjpeg_turbo')} (Pillow {Image.__version__})"
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,8 @@ JPEG_QUALITIES = (3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 85, 90, 95)
 J2K_BPPS = (0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
 WEBP_QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 AVIF_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
-HEIC_QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80)
-JXL_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+HEIC_QUALITIES = (1, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 70)
+JXL_QUALITIES = (0, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # 0 is libjxl's floor (~0.15 bpp)
 AVIF_DEFAULT = "AVIF 4:2:0 (default tune)"
 AVIF_PSNR = "AVIF 4:4:4 tune=psnr"
 

@@ -14,6 +14,7 @@ import argparse
 import csv
 import hashlib
 import json
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -232,7 +233,7 @@ def write_outputs(rows, outdir: Path, reference: dict | None, rate_range, codecs
     atomic_write_bytes(outdir / "rd.csv", buf.getvalue().encode(), force=True)
     curves = aggregate(rows)
     for name, res in curves.items():
-        slug = name.lower().replace(" ", "-").replace(":", "").replace("=", "")
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower().replace(":", "")).strip("-")
         doc = {"name": name, "description": f"{name}, measured by aecodec bench",
                "results": {k: v for k, v in res.items()}}
         codec = next((c for c in codecs if c.name == name), None)

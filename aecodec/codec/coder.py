@@ -213,31 +213,25 @@ def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None
             ok = len(data) <= max_bytes if max_bytes is not None else enc.psnr(q) >= min_psnr
             return ok, data, q
 
-        if max_bytes is not None:  # largest fitting quality: keep lo fitting, hi not
-            ok, best, q_best = probe(lo)
-            if not ok:
+        # `good` meets the target and `bad` does not: the smallest quality for a size (files grow
+        # with quality), the largest for a PSNR; bisect until they are neighbours on the grid
+        good, bad = (lo, hi) if max_bytes is not None else (hi, lo)
+        ok, best, q_best = probe(good)
+        if not ok:
+            if max_bytes is not None:
                 raise AecError(f"cannot fit in {max_bytes} bytes: the smallest file (quality 1) is "
                                f"{len(best)} bytes")
-            ok, data, q = probe(hi)
-            if ok:
-                return data, q
-        else:  # smallest quality that reaches the PSNR: keep hi reaching, lo not
-            ok, best, q_best = probe(hi)
-            if not ok:
-                raise AecError(f"cannot reach {min_psnr:g} dB: the best quality (8) gives "
-                               f"{enc.psnr(q_best):.2f} dB")
-            ok, data, q = probe(lo)
-            if ok:
-                return data, q
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
+            raise AecError(f"cannot reach {min_psnr:g} dB: the best quality (8) gives {enc.psnr(q_best):.2f} dB")
+        ok, data, q = probe(bad)
+        if ok:
+            return data, q
+        while abs(good - bad) > 1:
+            mid = (good + bad) // 2
             ok, data, q = probe(mid)
-            if ok == (max_bytes is not None):
-                lo = mid
-            else:
-                hi = mid
             if ok:
-                best, q_best = data, q
+                good, best, q_best = mid, data, q
+            else:
+                bad = mid
         return best, q_best
 
 
