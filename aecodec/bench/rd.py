@@ -192,27 +192,37 @@ def plot(curves: dict[str, dict], path: Path, reference: dict | None = None) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(16, 6))
+    palette = plt.cm.tab20.colors  # more curves than the default 10-colour cycle has colours
+    ours = sorted(n for n in curves if n.startswith("aecodec"))
+    theirs = sorted(n for n in curves if not n.startswith("aecodec"))
     for ax, metric, label in ((axes[0], "psnr-rgb", "PSNR (dB, RGB)"),
                               (axes[1], "ms-ssim-rgb", "MS-SSIM (dB)")):
-        for name in sorted(curves):
+        for i, name in enumerate(theirs):
             c = curves[name]
             y = _msssim_db(c[metric]) if metric == "ms-ssim-rgb" else c[metric]
-            ax.plot(c["bpp"], y, marker="o", ms=3, lw=2.2 if name.startswith("aecodec") else 1.4, label=name)
-        for name, c in sorted((reference or {}).items()):
+            ax.plot(c["bpp"], y, marker="o", ms=3, lw=1.4, color=palette[(2 * i) % 20], label=name)
+        for i, name in enumerate(ours):  # aecodec in black, thick; other k dashed
+            c = curves[name]
+            y = _msssim_db(c[metric]) if metric == "ms-ssim-rgb" else c[metric]
+            ax.plot(c["bpp"], y, marker="o", ms=3, lw=2.6, color="black", ls="-" if i == 0 else "--",
+                    label=name)
+        for i, (name, c) in enumerate(sorted((reference or {}).items())):
             if metric not in c or c[metric] is None:
                 continue
             y = _msssim_db(c[metric]) if metric == "ms-ssim-rgb" else c[metric]
-            ax.plot(c["bpp"], y, ls="--", lw=1, alpha=0.7, label=f"{name} (published)")
+            ax.plot(c["bpp"], y, ls=":", lw=1, alpha=0.7, color=palette[(2 * i + 1) % 20],
+                    label=f"{name} (published)")
         ax.set_xlim(0, 2.0)
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(22, 42)
     axes[1].set_ylim(6, 24)
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Rate-distortion")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.subplots_adjust(right=0.77)
+    fig.suptitle("Rate-distortion on the benchmark images")
     buf = __import__("io").BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
