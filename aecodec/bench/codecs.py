@@ -186,6 +186,15 @@ class AecCodec(Codec):
 
         return f"{self.name}|{self.param}|k{self.k}|{load_model(DEFAULT_MODEL).digest.hex()[:16]}"
 
+    def settings(self):
+        return {"quality": "param", "k": self.k or "the model's default for the quality", "device": self.device}
+
+    def library(self):
+        from .. import __version__
+        from ..codec.weights import DEFAULT_MODEL, load_model
+
+        return f"aecodec {__version__}, model {DEFAULT_MODEL} (sha256 {load_model(DEFAULT_MODEL).digest.hex()})"
+
     def encode(self, img):
         from ..api import compress
 
