@@ -184,12 +184,9 @@ def cmd_compress(args) -> int:
 
 
 def _psnr(rgb, pixels, mode: str) -> float:
-    import numpy as np
+    from .bench.metrics import psnr
 
-    if mode == "L":
-        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    mse = np.mean((pixels.astype(np.float64) - rgb) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+    return psnr(rgb, pixels[:, :, None].repeat(3, axis=2) if mode == "L" else pixels)
 
 
 # Formats Pillow writes lossily by default, with the options aecodec writes them at.

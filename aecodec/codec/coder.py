@@ -167,9 +167,9 @@ class _Encoder:
 
     def _decoded_mse(self, quality) -> float:
         """MSE (in 8-bit levels squared) of what the decoder shows for self.y_hat on this device."""
-        pixels = _synthesize_tiled(self.net, self.y_hat, quality, self.h, self.w)
+        pixels = _in_mode(_synthesize_tiled(self.net, self.y_hat, quality, self.h, self.w), self.mode)
         if self.mode == "L":
-            pixels = np.repeat(np.round(pixels.astype(np.float32).mean(axis=2)).astype(np.uint8)[:, :, None], 3, 2)
+            pixels = pixels[:, :, None]  # against the (H, W, 3) gray input
         return float(np.mean((pixels.astype(np.float64) - self.rgb) ** 2))
 
     def psnr(self, quality: int | float) -> float:
@@ -260,6 +260,9 @@ def decode(data: bytes, device=None) -> tuple[np.ndarray, bitstream.Header]:
             raise AecError(f"corrupt .aec payload ({e})") from None
         net = _transforms_on(loaded, device)
         pixels = _synthesize_tiled(net, y_hat.to(device), header.quality, header.height, header.width)
-    if header.mode == "L":
-        pixels = np.round(pixels.astype(np.float32).mean(axis=2)).astype(np.uint8)
-    return pixels, header
+    return _in_mode(pixels, header.mode), header
+
+
+def _in_mode(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """Decoded (H, W, 3) pixels as the colour mode shows them: L is the channel mean, (H, W)."""
+    return np.round(pixels.astype(np.float32).mean(axis=2)).astype(np.uint8) if mode == "L" else pixels
