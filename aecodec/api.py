@@ -49,8 +49,6 @@ def compress(image, quality: float = DEFAULT_QUALITY, k: int | None = None, *, s
     loaded = load_model(model)
     if not targets:
         return coder.encode(rgb, mode, quality, k, loaded=loaded, device=device, effort=effort)
-    if effort:
-        raise AecError("effort > 0 with a size or PSNR target is not supported; give a quality")
     if bpp is not None:
         if not bpp > 0:
             raise AecError(f"bpp must be positive, got {bpp!r}")
@@ -60,7 +58,7 @@ def compress(image, quality: float = DEFAULT_QUALITY, k: int | None = None, *, s
     if psnr is not None and not 0 < psnr < 100:
         raise AecError(f"psnr must be in 0..100 dB, got {psnr!r}")
     return coder.encode_to_target(rgb, mode, max_bytes=size, min_psnr=psnr, k=k, loaded=loaded,
-                                  device=device)[0]
+                                  device=device, effort=effort)[0]
 
 
 def decompress(data, *, device: str = "auto") -> Image.Image:

@@ -1,6 +1,7 @@
 """Implementations of the CLI subcommands (argument parsing lives in cli.py)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -132,6 +133,21 @@ def _run_all(plan, one, quiet: bool, what: str) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _refinement_bar(src: str, effort: int, quiet: bool):
+    """A progress bar on a terminal for effort > 0 (minutes per image); yields the callback."""
+    if not effort or quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=f"{src}: effort {effort}", unit="step", leave=False, file=sys.stderr) as bar:
+        def progress(step: int, steps: int) -> None:
+            bar.total = steps
+            bar.update(step - bar.n)
+        yield progress
+
+
 def cmd_compress(args) -> int:
     from .imageio import open_image, to_codec_array
 
@@ -151,18 +167,20 @@ def cmd_compress(args) -> int:
         t0 = time.perf_counter()
         pixels = rgb.shape[0] * rgb.shape[1]
         target = ""
-        if args.size or args.bpp:
-            max_bytes = args.size or int(args.bpp * pixels / 8)
-            data, _ = coder.encode_to_target(rgb, mode, max_bytes=max_bytes, k=args.k, loaded=load_model(),
-                                             device=args.device)
-            target = f" (target {max_bytes} bytes)"
-        elif args.psnr:
-            data, q = coder.encode_to_target(rgb, mode, min_psnr=args.psnr, k=args.k, loaded=load_model(),
-                                             device=args.device)
-            target = f" (target {args.psnr:g} dB)"
-        else:
-            data = coder.encode(rgb, mode, 4 if args.quality is None else args.quality, args.k,
-                                loaded=load_model(), device=args.device, effort=args.effort)
+        with _refinement_bar(src, args.effort, args.quiet) as progress:
+            if args.size or args.bpp:
+                max_bytes = args.size or int(args.bpp * pixels / 8)
+                data, _ = coder.encode_to_target(rgb, mode, max_bytes=max_bytes, k=args.k, loaded=load_model(),
+                                                 device=args.device, effort=args.effort, progress=progress)
+                target = f" (target {max_bytes} bytes)"
+            elif args.psnr:
+                data, q = coder.encode_to_target(rgb, mode, min_psnr=args.psnr, k=args.k, loaded=load_model(),
+                                                 device=args.device, effort=args.effort, progress=progress)
+                target = f" (target {args.psnr:g} dB)"
+            else:
+                data = coder.encode(rgb, mode, 4 if args.quality is None else args.quality, args.k,
+                                    loaded=load_model(), device=args.device, effort=args.effort,
+                                    progress=progress)
         elapsed = time.perf_counter() - t0
         _write_output(out, data, args.force)
         from .codec.bitstream import parse
@@ -178,8 +196,6 @@ def cmd_compress(args) -> int:
 
     if args.quality is not None and (args.size or args.bpp or args.psnr):
         raise AecError("give either a quality or a target (--size, --bpp, --psnr), not both")
-    if args.effort and (args.size or args.bpp or args.psnr):
-        raise AecError("--effort with a target (--size, --bpp, --psnr) is not supported yet; give -q")
     return _run_all(_plan(args.input, args.output, ".aec"), one, args.quiet, "compress")
 
 

@@ -99,3 +99,40 @@ def test_effort_lowers_the_real_rd_cost_and_decodes_with_the_plain_decoder():
     assert aecodec.compress(img, quality=3, effort=1) == aecodec.compress(img, quality=3, effort=1)
     with pytest.raises(aecodec.AecError, match="effort"):
         aecodec.compress(img, quality=3, effort=7)
+
+
+def test_effort_benchmark_reads_lower_efforts_off_one_run(monkeypatch):
+    """The effort benchmark times only the highest effort and reads the lower ones at their step
+    counts: that is only right if every effort follows the same path and keeps the same best."""
+    from aecodec.bench.effort import _refined_run
+    from aecodec.codec import refine
+    from aecodec.codec.weights import load_model
+
+    monkeypatch.setitem(refine.EFFORT_STEPS, 1, 10)
+    monkeypatch.setitem(refine.EFFORT_STEPS, 2, 30)
+    img = _crop("kodim05.png", (300, 200, 428, 296))
+    run = _refined_run(img, 3, load_model(), [1, 2])
+    for effort in (1, 2):
+        data = aecodec.compress(img, quality=3, effort=effort)
+        assert run[effort][0] == len(data)
+        assert run[effort][1] == pytest.approx(psnr(img, np.asarray(aecodec.decompress(data))), abs=1e-9)
+    assert run[2][2] > run[1][2] > 0
+
+
+def test_effort_with_targets_meets_them_and_beats_the_single_pass(tmp_path, capsys):
+    img = _crop("kodim05.png", (300, 200, 428, 296))
+
+    def quality_of(data):
+        return psnr(img, np.asarray(aecodec.decompress(data)))
+
+    plain, refined = aecodec.compress(img, size=3000), aecodec.compress(img, size=3000, effort=1)
+    assert len(refined) <= 3000
+    assert quality_of(refined) >= quality_of(plain)
+    plain, refined = aecodec.compress(img, psnr=29), aecodec.compress(img, psnr=29, effort=1)
+    assert quality_of(refined) >= 29
+    assert len(refined) <= len(plain)
+    p = tmp_path / "c.png"
+    Image.fromarray(img).save(p)
+    assert main(["compress", str(p), "--size", "3KB", "--effort", "1"]) == 0
+    assert p.with_suffix(".aec").stat().st_size <= 3000
+    assert "target 3000 bytes" in capsys.readouterr().out

@@ -126,13 +126,13 @@ class _Encoder:
         self.y = _analyze_tiled(self.net, self.x)
         self.y_hat = None
 
-    def code(self, quality: int | float, k: int | None, effort: int = 0) -> bytes:
+    def code(self, quality: int | float, k: int | None, effort: int = 0, on_check=None) -> bytes:
         M = self.loaded.model.channels
         k = default_k(self.loaded, quality) if k is None else k
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= M:
             raise AecError(f"k must be an integer in 1..{M} for model {self.loaded.name}, got {k}")
         if effort:
-            self.y_hat, z = self._refined(quality, k, effort)
+            self.y_hat, z = self._refined(quality, k, effort, on_check)
         else:
             self.y_hat, z = self.net.quantize_latents(self.y, quality, k)
         y_bytes, z_bytes = self._entropy_code(self.y_hat, z)
@@ -146,7 +146,13 @@ class _Encoder:
         except ValueError as e:
             raise AecError(f"cannot encode this image: {e}") from None
 
-    def _refined(self, quality, k: int, effort: int):
+    def measure(self, y_hat, z, quality) -> tuple[int, float]:
+        """(file payload bytes, decoded MSE in 8-bit levels squared) of coding these latents."""
+        y_bytes, z_bytes = self._entropy_code(y_hat, z)
+        self.y_hat = y_hat
+        return len(y_bytes) + len(z_bytes), self._decoded_mse(quality)
+
+    def _refined(self, quality, k: int, effort: int, on_check=None):
         from .refine import MAX_PIXELS, rd_lambda, refine
 
         lam, pixels = rd_lambda(quality), self.h * self.w
@@ -155,15 +161,13 @@ class _Encoder:
                            f"(this one has {pixels / 1e6:.1f}); use effort 0")
 
         def cost(y_hat, z) -> float:
-            y_bytes, z_bytes = self._entropy_code(y_hat, z)
-            self.y_hat = y_hat
-            mse = self._decoded_mse(quality)
-            return (len(y_bytes) + len(z_bytes)) * 8 / pixels + lam * mse
+            nbytes, mse = self.measure(y_hat, z, quality)
+            return nbytes * 8 / pixels + lam * mse
 
         g, _ = self.net._gains(quality, self.y.device)
         y_scaled = (self.y * g).float()
         _, z = self.net.quantize_latents(self.y, quality, k)
-        return refine(self.net, self.x, (self.h, self.w), y_scaled, z, quality, k, effort, cost)
+        return refine(self.net, self.x, (self.h, self.w), y_scaled, z, quality, k, effort, cost, on_check)
 
     def _decoded_mse(self, quality) -> float:
         """MSE (in 8-bit levels squared) of what the decoder shows for self.y_hat on this device."""
@@ -179,60 +183,109 @@ class _Encoder:
 
 
 def encode(rgb: np.ndarray, mode: str, quality: int | float, k: int | None = None,
-           loaded: LoadedModel | None = None, device=None, effort: int = 0) -> bytes:
+           loaded: LoadedModel | None = None, device=None, effort: int = 0, progress=None) -> bytes:
     """Encode an 8-bit (H, W, 3) array. mode is the colour mode recorded for the decoder.
     quality: 1..8; values between the levels (in steps of 1/256) interpolate the gains.
-    effort: 0 (one pass) .. MAX_EFFORT: refine the latents for this image (codec/refine.py)."""
+    effort: 0 (one pass) .. MAX_EFFORT: refine the latents for this image (codec/refine.py);
+    progress(step, steps) is called as the refinement goes."""
+    loaded = loaded or load_model(DEFAULT_MODEL)
+    quality, effort = _check_quality(quality), _check_effort(effort)
+    with loaded.lock, torch.inference_mode():
+        return _Encoder(rgb, mode, loaded, resolve_device(device)).code(quality, k, effort, _on_check(progress))
+
+
+def _check_effort(effort) -> int:
     from .refine import MAX_EFFORT
 
-    loaded = loaded or load_model(DEFAULT_MODEL)
-    quality = _check_quality(quality)
     if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
         raise AecError(f"effort must be an integer 0..{MAX_EFFORT}, got {effort!r}")
-    with loaded.lock, torch.inference_mode():
-        return _Encoder(rgb, mode, loaded, resolve_device(device)).code(quality, k, int(effort))
+    return int(effort)
+
+
+def _on_check(progress):
+    """refine's on_check(step, steps, best) for a progress(step, steps) callback."""
+    return None if progress is None else (lambda step, steps, best: progress(step, steps))
 
 
 def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None,
                      min_psnr: float | None = None, k: int | None = None,
-                     loaded: LoadedModel | None = None, device=None) -> tuple[bytes, int | float]:
+                     loaded: LoadedModel | None = None, device=None, effort: int = 0,
+                     progress=None) -> tuple[bytes, int | float]:
     """-> (file, quality): the highest quality whose file fits in max_bytes (never over), or the
     lowest quality whose decoded PSNR reaches min_psnr. Bisection over the 1/256 quality grid
-    (~11 codings; the analysis transform runs once)."""
+    (~11 codings; the analysis transform runs once).
+
+    effort > 0: the single-pass search, then the latents refined at the quality found and at up to
+    two qualities moved by what refinement changed (its extra bytes for a size, its extra dB for a
+    PSNR; then half of it); the result is the best coding that meets the target (highest PSNR
+    within the size; smallest file that reaches the PSNR), so never worse than effort 0."""
     if (max_bytes is None) == (min_psnr is None):
         raise AecError("give exactly one target: a size or a PSNR")
-    loaded = loaded or load_model(DEFAULT_MODEL)
-    scale = bitstream.QUALITY_SCALE
-    lo, hi = bitstream.QUALITY_MIN * scale, bitstream.QUALITY_MAX * scale
+    loaded, effort, on_check = loaded or load_model(DEFAULT_MODEL), _check_effort(effort), _on_check(progress)
     with loaded.lock, torch.inference_mode():
         enc = _Encoder(rgb, mode, loaded, resolve_device(device))
-
-        def probe(i):
-            q = bitstream.snap_quality(i / scale)
-            data = enc.code(q, k)
-            ok = len(data) <= max_bytes if max_bytes is not None else enc.psnr(q) >= min_psnr
-            return ok, data, q
-
-        # `good` meets the target and `bad` does not: the smallest quality for a size (files grow
-        # with quality), the largest for a PSNR; bisect until they are neighbours on the grid
-        good, bad = (lo, hi) if max_bytes is not None else (hi, lo)
-        ok, best, q_best = probe(good)
-        if not ok:
-            if max_bytes is not None:
-                raise AecError(f"cannot fit in {max_bytes} bytes: the smallest file (quality 1) is "
-                               f"{len(best)} bytes")
-            raise AecError(f"cannot reach {min_psnr:g} dB: the best quality (8) gives {enc.psnr(q_best):.2f} dB")
-        ok, data, q = probe(bad)
-        if ok:
+        data, q = _search(enc, k, max_bytes, min_psnr)
+        if not effort:
             return data, q
-        while abs(good - bad) > 1:
-            mid = (good + bad) // 2
-            ok, data, q = probe(mid)
-            if ok:
-                good, best, q_best = mid, data, q
-            else:
-                bad = mid
-        return best, q_best
+        enc.code(q, k)  # the search's last probe may have been another quality: recode for its PSNR
+        candidates = [(data, q, enc.psnr(q))]
+        refined = enc.code(q, k, effort, on_check)
+        candidates.append((refined, q, enc.psnr(q)))
+        meets = (lambda c: len(c[0]) <= max_bytes) if max_bytes is not None else (lambda c: c[2] >= min_psnr)
+        tried = {q}
+        for f in (1.0, 0.5):  # move the target by what refinement changed, then by half of it
+            try:
+                if max_bytes is not None:  # refined files can be a little larger: aim lower by as much
+                    _, q2 = _search(enc, k, max(1, int(max_bytes * (max_bytes / len(candidates[1][0])) ** f)), None)
+                else:                      # and decode higher: aim lower by the dB gained
+                    _, q2 = _search(enc, k, None, min_psnr - f * max(0.0, candidates[1][2] - candidates[0][2]))
+            except AecError:  # no quality meets the moved target
+                continue
+            if q2 in tried:
+                continue
+            tried.add(q2)
+            refined = enc.code(q2, k, effort, on_check)
+            candidates.append((refined, q2, enc.psnr(q2)))
+            if meets(candidates[-1]):
+                break
+    if max_bytes is not None:
+        data, q, _ = max(filter(meets, candidates), key=lambda c: c[2])
+    else:
+        data, q, _ = min(filter(meets, candidates), key=lambda c: len(c[0]))
+    return data, q
+
+
+def _search(enc: _Encoder, k: int | None, max_bytes: int | None, min_psnr: float | None):
+    """The single-pass bisection of encode_to_target -> (file, quality)."""
+    scale = bitstream.QUALITY_SCALE
+    lo, hi = bitstream.QUALITY_MIN * scale, bitstream.QUALITY_MAX * scale
+
+    def probe(i):
+        q = bitstream.snap_quality(i / scale)
+        data = enc.code(q, k)
+        ok = len(data) <= max_bytes if max_bytes is not None else enc.psnr(q) >= min_psnr
+        return ok, data, q
+
+    # `good` meets the target and `bad` does not: the smallest quality for a size (files grow
+    # with quality), the largest for a PSNR; bisect until they are neighbours on the grid
+    good, bad = (lo, hi) if max_bytes is not None else (hi, lo)
+    ok, best, q_best = probe(good)
+    if not ok:
+        if max_bytes is not None:
+            raise AecError(f"cannot fit in {max_bytes} bytes: the smallest file (quality 1) is "
+                           f"{len(best)} bytes")
+        raise AecError(f"cannot reach {min_psnr:g} dB: the best quality (8) gives {enc.psnr(q_best):.2f} dB")
+    ok, data, q = probe(bad)
+    if ok:
+        return data, q
+    while abs(good - bad) > 1:
+        mid = (good + bad) // 2
+        ok, data, q = probe(mid)
+        if ok:
+            good, best, q_best = mid, data, q
+        else:
+            bad = mid
+    return best, q_best
 
 
 def model_for(header: bitstream.Header) -> LoadedModel:

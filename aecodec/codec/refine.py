@@ -4,19 +4,24 @@ Bamler & Mandt 2020), keeping the decoder and the format unchanged.
 Effort 0 is the plain single pass. Higher efforts start from its latents (the gain-scaled y, and
 z = h_a of its symbols, kept fixed) and minimise the training objective for this image only,
 
-    bits(y | h_s(z_hat)) / pixels + lambda[q] * 255^2 * MSE(g_s(round(y)), x),
+    bits(y~ | h_s(z_hat)) / pixels + lambda[q] * 255^2 * MSE(g_s(y~), x),
 
-over y, by Adam. Rounding: the reconstruction sees the coder's rounding and k-sparse gate with a
-straight-through gradient; the rate term sees the gated but unrounded y (a smooth relaxation).
-Measured on validation crops (docs/performance.md): straight-through rounding in the rate term
-as well, or a higher learning rate, or moving z too, made the loss rise after a few steps; this
-relaxation at lr 0.005 lowered it steadily. Stochastic Gumbel annealing (Yang et al. 2020) does
-better with thousands of steps, more than a CPU can spend per image. Whatever the relaxation,
-what counts is real cost: at a few checkpoints the candidate latents are entropy-coded and
-decoded, and the encoder keeps the one with the lowest actual cost (file bits per pixel +
-lambda * 255^2 * decoded MSE), the effort-0 latents included, so a higher effort never codes an
-image at a higher cost than effort 0. Deterministic for a given input, settings, device and
-thread count (no random draws).
+over y, by Adam, where y~ is y after the k-sparse gate and a soft rounding: stochastic Gumbel
+annealing (SGA, Yang et al. 2020). Each gated value is drawn towards its floor or its ceiling by a
+Gumbel-softmax whose temperature falls from 0.5 towards 0 as the steps go, so the relaxation
+starts smooth and ends as the coder's hard rounding; rate and distortion see the same y~.
+Why: on validation crops (docs/performance.md) the first relaxation tried (straight-through
+rounding for the distortion, unrounded y for the rate) improved the real cost only for ~20 steps
+and then drifted away from it, leaving efforts above 1 no better than 1; SGA kept improving the
+real cost for ~300 steps and gained 4-5x as much.
+
+What counts is real cost: every CHECK_EVERY steps the candidate latents (hard-rounded) are
+entropy-coded and decoded, and the encoder keeps the one with the lowest actual cost (file bits
+per pixel + lambda * 255^2 * decoded MSE), the effort-0 latents included, so a higher effort
+never codes an image at a higher cost than effort 0. The schedule depends on the step only, not on
+the number of steps, so every effort follows the same path and a higher one is never worse than a
+lower one. Deterministic for a given input, settings, device and thread count: the Gumbel draws
+come from a generator with a fixed seed.
 """
 from __future__ import annotations
 
@@ -28,12 +33,16 @@ import torch.nn.functional as F
 from ..kernels import gate_quantize
 from .model import LAMBDAS, AecModel
 
-# effort -> gradient steps (each: g_s forward + backward; ~0.6 s for a 768x512 image on 2 CPU cores)
-EFFORT_STEPS = {0: 0, 1: 40, 2: 150, 3: 500}
+# effort -> gradient steps (each: g_s forward + backward; ~0.6 s for a 768x512 image on 2 CPU cores);
+# on validation crops the real cost stops improving at ~300 steps (docs/performance.md)
+EFFORT_STEPS = {0: 0, 1: 40, 2: 100, 3: 300}
 MAX_EFFORT = max(EFFORT_STEPS)
 MAX_PIXELS = 1920 * 1088  # refinement backpropagates through g_s over the whole image: ~3 GB here
 CHECK_EVERY = 10       # steps between real-cost checks: a higher effort sees every check of a lower one
-LEARNING_RATE = 0.005  # Adam, on latents in quantization steps
+LEARNING_RATE = 0.05   # Adam, on latents in quantization steps
+TEMPERATURE = 0.5      # SGA temperature at step 0, falling as exp(-step / ANNEAL_STEPS)
+ANNEAL_STEPS = 120
+SEED = 0
 
 
 def rd_lambda(quality: int | float) -> float:
@@ -56,20 +65,36 @@ def _bits(model: AecModel, y: torch.Tensor, scales: torch.Tensor, means) -> torc
     return -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y, scales, means))).sum()
 
 
+def _soft_round(y: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:
+    """SGA: floor(y) + a Gumbel-softmax draw between 0 (floor) and 1 (ceiling), whose logits
+    -atanh(distance) / tau favour the nearer integer more as tau falls."""
+    floor = torch.floor(y)
+    d = y - floor
+    eps = 1e-5
+    logits = torch.stack([-torch.atanh(d.clamp(eps, 1 - eps)), -torch.atanh((1 - d).clamp(eps, 1 - eps))], -1) / tau
+    u = torch.rand(logits.shape, generator=gen, dtype=torch.float32).clamp_min(1e-20).to(y.device)
+    weights = torch.softmax(logits - torch.log(-torch.log(u)), dim=-1)
+    return floor + weights[..., 1]
+
+
 def refine(model: AecModel, x: torch.Tensor, size: tuple[int, int], y_scaled: torch.Tensor, z: torch.Tensor,
-           quality, k: int, effort: int, real_cost) -> tuple[torch.Tensor, torch.Tensor]:
+           quality, k: int, effort: int, real_cost, on_check=None) -> tuple[torch.Tensor, torch.Tensor]:
     """-> the (y_symbols, z) with the lowest real_cost(y_symbols, z) among the start and every
     CHECK_EVERY-th of `EFFORT_STEPS[effort]` Adam steps (the path is the same for every effort,
     so a higher effort is never worse than a lower one).
 
     x: the padded image (1, 3, H, W) in [0, 1], of which size = (height, width) is the picture;
     y_scaled: g_a(x) * gain (before rounding); z: h_a of the start's symbols; real_cost: the
-    coded cost of candidate latents (file bits per pixel + lambda * 255^2 * decoded MSE)."""
+    coded cost of candidate latents (file bits per pixel + lambda * 255^2 * decoded MSE);
+    on_check(step, steps, best): called after every check (progress bars; the effort benchmark
+    reads every effort's result off one run of the highest)."""
     steps = EFFORT_STEPS[effort]
     start = gate_quantize(y_scaled, k)
     best, best_cost = (start, z), real_cost(start, z)
     if steps == 0:
         return best
+    if on_check is not None:
+        on_check(0, steps, best)
     lam = rd_lambda(quality)
     h, w = size
     with torch.inference_mode(False), torch.enable_grad():
@@ -81,9 +106,12 @@ def refine(model: AecModel, x: torch.Tensor, size: tuple[int, int], y_scaled: to
             scales, means = _entropy_parameters(model, z)
         opt = torch.optim.Adam([y_var], lr=LEARNING_RATE)
         zeros = torch.zeros_like(y_var)
+        gen = torch.Generator().manual_seed(SEED)
         for step in range(1, steps + 1):
-            y_soft, y_hat = gate_quantize(y_var, k, mode="mixed", noise=zeros)  # (gated, rounded)
-            x_hat = model.g_s(y_hat * ig)[:, :, :h, :w]
+            with torch.no_grad():  # the gate: which channels this y keeps
+                kept = (gate_quantize(y_var, k, mode="mixed", noise=zeros)[0] != 0).float()
+            y_soft = _soft_round(y_var, TEMPERATURE * math.exp(-step / ANNEAL_STEPS), gen) * kept
+            x_hat = model.g_s(y_soft * ig)[:, :, :h, :w]
             loss = _bits(model, y_soft, scales, means) / (h * w) + lam * 255 ** 2 * F.mse_loss(x_hat, x)
             (y_var.grad,) = torch.autograd.grad(loss, [y_var])
             opt.step()
@@ -93,4 +121,6 @@ def refine(model: AecModel, x: torch.Tensor, size: tuple[int, int], y_scaled: to
                 cost = real_cost(cand, z)
                 if cost < best_cost:
                     best, best_cost = (cand, z), cost
+                if on_check is not None:
+                    on_check(step, steps, best)
     return best
