@@ -227,32 +227,34 @@ def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None
         data, q = _search(enc, k, max_bytes, min_psnr)
         if not effort:
             return data, q
-        enc.code(q, k)  # the search's last probe may have been another quality: recode for its PSNR
-        candidates = [(data, q, enc.psnr(q))]
-        refined = enc.code(q, k, effort, on_check)
-        candidates.append((refined, q, enc.psnr(q)))
-        meets = (lambda c: len(c[0]) <= max_bytes) if max_bytes is not None else (lambda c: c[2] >= min_psnr)
-        tried = {q}
-        for f in (1.0, 0.5):  # move the target by what refinement changed, then by half of it
-            try:
-                if max_bytes is not None:  # refined files can be a little larger: aim lower by as much
-                    _, q2 = _search(enc, k, max(1, int(max_bytes * (max_bytes / len(candidates[1][0])) ** f)), None)
-                else:                      # and decode higher: aim lower by the dB gained
-                    _, q2 = _search(enc, k, None, min_psnr - f * max(0.0, candidates[1][2] - candidates[0][2]))
-            except AecError:  # no quality meets the moved target
-                continue
-            if q2 in tried:
-                continue
-            tried.add(q2)
-            refined = enc.code(q2, k, effort, on_check)
-            candidates.append((refined, q2, enc.psnr(q2)))
-            if meets(candidates[-1]):
-                break
+        return _refine_for_target(enc, k, effort, on_check, data, q, max_bytes, min_psnr)
+
+
+def _refine_for_target(enc: _Encoder, k, effort: int, on_check, data: bytes, q, max_bytes, min_psnr):
+    """encode_to_target's effort > 0 part, from the single-pass result (data, q)."""
+    enc.code(q, k)  # the search's last probe may have been another quality: recode for its PSNR
+    candidates = [(data, q, enc.psnr(q))]
+    refined = enc.code(q, k, effort, on_check)
+    candidates.append((refined, q, enc.psnr(q)))
+    meets = (lambda c: len(c[0]) <= max_bytes) if max_bytes is not None else (lambda c: c[2] >= min_psnr)
+    tried = {q}
+    for f in (1.0, 0.5):  # move the target by what refinement changed, then by half of it
+        try:
+            if max_bytes is not None:  # refined files can be a little larger: aim lower by as much
+                _, q2 = _search(enc, k, max(1, int(max_bytes * (max_bytes / len(candidates[1][0])) ** f)), None)
+            else:                      # and decode higher: aim lower by the dB gained
+                _, q2 = _search(enc, k, None, min_psnr - f * max(0.0, candidates[1][2] - candidates[0][2]))
+        except AecError:  # no quality meets the moved target
+            continue
+        if q2 in tried:
+            continue
+        tried.add(q2)
+        candidates.append((enc.code(q2, k, effort, on_check), q2, enc.psnr(q2)))
+        if meets(candidates[-1]):
+            break
     if max_bytes is not None:
-        data, q, _ = max(filter(meets, candidates), key=lambda c: c[2])
-    else:
-        data, q, _ = min(filter(meets, candidates), key=lambda c: len(c[0]))
-    return data, q
+        return max(filter(meets, candidates), key=lambda c: c[2])[:2]
+    return min(filter(meets, candidates), key=lambda c: len(c[0]))[:2]
 
 
 def _search(enc: _Encoder, k: int | None, max_bytes: int | None, min_psnr: float | None):
