@@ -8,6 +8,14 @@ Importing aecodec also registers a Pillow plugin, so Image.open("x.aec") and img
 """
 __version__ = "0.1.0"
 
+import os as _os
+
+# OpenBLAS (numpy's BLAS, which codes on the CPU) keeps idle worker threads spinning for ~2^28
+# cycles after each product by default; between the many products of a transform that spin
+# slows the codec's own single-threaded steps by up to 1.7x on a 2-core machine (measured,
+# docs/performance.md). It is read once, when numpy loads; a value the user set is kept.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "10")
+
 from .errors import AecError  # noqa: E402
 
 __all__ = ["AecError", "compress", "decompress", "read_header", "__version__"]

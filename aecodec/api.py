@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from .codec import bitstream, coder
-from .codec.weights import DEFAULT_MODEL, load_model
+from .codec.zoo import DEFAULT_MODEL
 from .errors import AecError
 from .imageio import array_to_codec, from_codec_array, open_image, to_codec_array
 
@@ -46,9 +46,8 @@ def compress(image, quality: float = DEFAULT_QUALITY, k: int | None = None, *, s
     if len(targets) > 1:
         raise AecError("give at most one of size, bpp and psnr")
     rgb, mode = _pixels(image, drop_alpha, reduce_depth)
-    loaded = load_model(model)
     if not targets:
-        return coder.encode(rgb, mode, quality, k, loaded=loaded, device=device, effort=effort)
+        return coder.encode(rgb, mode, quality, k, device=device, effort=effort, model=model)
     if bpp is not None:
         if not bpp > 0:
             raise AecError(f"bpp must be positive, got {bpp!r}")
@@ -57,8 +56,8 @@ def compress(image, quality: float = DEFAULT_QUALITY, k: int | None = None, *, s
         raise AecError(f"size must be a positive number of bytes, got {size!r}")
     if psnr is not None and not 0 < psnr < 100:
         raise AecError(f"psnr must be in 0..100 dB, got {psnr!r}")
-    return coder.encode_to_target(rgb, mode, max_bytes=size, min_psnr=psnr, k=k, loaded=loaded,
-                                  device=device, effort=effort)[0]
+    return coder.encode_to_target(rgb, mode, max_bytes=size, min_psnr=psnr, k=k, device=device,
+                                  effort=effort, model=model)[0]
 
 
 def decompress(data, *, device: str = "auto") -> Image.Image:

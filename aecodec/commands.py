@@ -161,8 +161,7 @@ def cmd_compress(args) -> int:
             with open_image(raw, name="stdin" if src == "-" else src) as im:
                 rgb, mode = to_codec_array(im, args.drop_alpha, args.reduce_depth)
         _notes_to_stderr(caught, args.quiet, src)
-        from .codec import coder  # torch: only once there is an image to code
-        from .codec.weights import load_model
+        from .codec import coder
 
         t0 = time.perf_counter()
         pixels = rgb.shape[0] * rgb.shape[1]
@@ -170,17 +169,16 @@ def cmd_compress(args) -> int:
         with _refinement_bar(src, args.effort, args.quiet) as progress:
             if args.size or args.bpp:
                 max_bytes = args.size or int(args.bpp * pixels / 8)
-                data, _ = coder.encode_to_target(rgb, mode, max_bytes=max_bytes, k=args.k, loaded=load_model(),
+                data, _ = coder.encode_to_target(rgb, mode, max_bytes=max_bytes, k=args.k,
                                                  device=args.device, effort=args.effort, progress=progress)
                 target = f" (target {max_bytes} bytes)"
             elif args.psnr:
-                data, q = coder.encode_to_target(rgb, mode, min_psnr=args.psnr, k=args.k, loaded=load_model(),
+                data, q = coder.encode_to_target(rgb, mode, min_psnr=args.psnr, k=args.k,
                                                  device=args.device, effort=args.effort, progress=progress)
                 target = f" (target {args.psnr:g} dB)"
             else:
                 data = coder.encode(rgb, mode, 4 if args.quality is None else args.quality, args.k,
-                                    loaded=load_model(), device=args.device, effort=args.effort,
-                                    progress=progress)
+                                    device=args.device, effort=args.effort, progress=progress)
         elapsed = time.perf_counter() - t0
         _write_output(out, data, args.force)
         from .codec.bitstream import parse
@@ -233,7 +231,7 @@ def cmd_decompress(args) -> int:
             check_known(header.model)
         except AecError as e:
             raise AecError(f"{src}: {e}") from None
-        from .codec import coder  # torch: only for a file that can be decoded
+        from .codec import coder
         from .imageio import from_codec_array
 
         t0 = time.perf_counter()

@@ -29,15 +29,19 @@ def crops(tmp_path, kodak_crop):
     return paths
 
 
-def test_help_info_and_refusals_do_not_import_torch(crops, tmp_path):
+def test_help_info_refusals_and_cpu_coding_do_not_import_torch(crops, tmp_path):
     assert main(["compress", str(crops[0])]) == 0
     aec = crops[0].with_suffix(".aec")
     (tmp_path / "notes.txt").write_text("not an image")
     for args, rc in [(["--help"], 0), (["compress", "--help"], 0), (["bench", "--help"], 0),
                      (["info", aec], 0), (["compress", crops[0]], 1),           # output exists
                      (["compress", "notes.txt"], 1), (["decompress", "notes.txt"], 1),
-                     (["compress", "missing.png"], 1), (["compress", "-q", "9", crops[0]], 2)]:
+                     (["compress", "missing.png"], 1), (["compress", "-q", "9", crops[0]], 2),
+                     # coding on the CPU: the numpy engine (a GPU machine's "auto" would pick torch)
+                     (["compress", "--device", "cpu", "--size", "900", crops[1], "-o", "t.aec"], 0),
+                     (["decompress", "--device", "cpu", "t.aec", "-o", "t.png"], 0)]:
         assert _torch_free(args, tmp_path) == (False, rc), args
+    assert (tmp_path / "t.png").exists() and (tmp_path / "t.aec").stat().st_size <= 900
 
 
 def test_bench_help_lists_its_options(capsys):

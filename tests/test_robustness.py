@@ -12,7 +12,7 @@ from PIL import Image
 import aecodec
 from aecodec import fuzz
 from aecodec.cli import main
-from aecodec.codec import coder
+from aecodec.codec import coder, tiling
 from aecodec.errors import AecError
 
 
@@ -200,8 +200,8 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, kod
 def test_tiled_transforms_have_no_seams(kodak_crop, monkeypatch):
     img = np.asarray(kodak_crop.resize((200, 136)))
     whole = coder.decode(coder.encode(img, "RGB", 5), device="cpu")[0]
-    monkeypatch.setattr(coder, "TILE", 4)  # 64-pixel tiles: 4 x 3 tiles with halos
-    monkeypatch.setattr(coder, "TILE_S", 3)
+    monkeypatch.setattr(tiling, "TILE", 4)  # 64-pixel tiles: 4 x 3 tiles with halos
+    monkeypatch.setattr(tiling, "TILE_S", 3)
     data = coder.encode(img, "RGB", 5)
     tiled = coder.decode(data, device="cpu")[0]
     # analysis tiles: float32, equal up to rounding (a symbol may flip, so compare pixels loosely)
@@ -209,8 +209,8 @@ def test_tiled_transforms_have_no_seams(kodak_crop, monkeypatch):
     assert (whole != tiled).mean() < 0.01
     # synthesis tiles (float32): the same file decodes tiled or not to pixels that differ only
     # where float32 summation order flips a rounding (one level, rare pixels)
-    monkeypatch.setattr(coder, "TILE", 64)
-    monkeypatch.setattr(coder, "TILE_S", 48)
+    monkeypatch.setattr(tiling, "TILE", 64)
+    monkeypatch.setattr(tiling, "TILE_S", 48)
     untiled = coder.decode(data, device="cpu")[0]
     diff = np.abs(untiled.astype(int) - tiled.astype(int))
     print("synthesis tiles: max diff", diff.max(), "fraction differing", (diff > 0).mean())

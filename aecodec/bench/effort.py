@@ -39,8 +39,6 @@ def _refined_run(img, q: int, loaded, efforts) -> dict[int, tuple[int, float, fl
     `effort=e` codes. -> {effort: (file bytes, PSNR, encode seconds)}; the seconds of a lower
     effort are the run's time to that step (the benchmark's own measurements excluded) plus the
     final coding."""
-    import torch
-
     from ..codec import coder
     from ..codec.refine import EFFORT_STEPS
 
@@ -56,8 +54,9 @@ def _refined_run(img, q: int, loaded, efforts) -> dict[int, tuple[int, float, fl
             paused[0] += time.perf_counter() - t1
             seen[at[step]] = (payload, mse, t1 - t0 - paused[0])
 
-    with loaded.lock, torch.inference_mode():
-        enc = coder._Encoder(img, "RGB", loaded, torch.device("cpu"))
+    engine = coder.engine_for("cpu", effort=top, loaded=loaded)
+    with engine.session():
+        enc = coder._Encoder(img, "RGB", engine)
         data = enc.code(q, None, top, on_check)
     total = time.perf_counter() - t0 - paused[0]
     header = len(data) - seen[top][0]  # same model, quality and k: the same header and framing

@@ -55,24 +55,37 @@ def run_process(args: list[str]) -> tuple[float, float | None, int]:
     return dt, (int(text[-1]) / 1024 if wrap and text else None), p.returncode
 
 
-def in_process(path: Path, repeat: int) -> dict:
-    import aecodec
+def in_process(path: Path, repeat: int, engine: str = "numpy") -> dict:
+    """Encode and decode times with the model loaded, on the CPU. engine "numpy" is what the API
+    and the CLI use on the CPU; "torch" runs the torch engine on the CPU for comparison (measure it
+    last: torch's idle OpenMP threads slow numpy's BLAS in the same process)."""
     from aecodec.bench.metrics import psnr
+    from aecodec.codec import coder
 
+    if engine == "torch":
+        import torch
+
+        from aecodec.codec.torch_engine import TorchEngine
+        from aecodec.codec.weights import load_model
+
+        eng = TorchEngine(load_model(), torch.device("cpu"))
+    else:
+        eng = coder.engine_for("cpu")
     with Image.open(path) as im:
-        ref = im.convert("RGB")
-    data = aecodec.compress(ref, quality=QUALITY, device="cpu")  # loads the model, warms up
-    aecodec.decompress(data, device="cpu")
+        ref = np.asarray(im.convert("RGB"))
+    data = coder.encode(ref, "RGB", QUALITY, engine=eng)  # warms up
+    coder.decode(data, engine=eng)
     enc, dec = [], []
     for _ in range(repeat):
         t = time.perf_counter()
-        data = aecodec.compress(ref, quality=QUALITY, device="cpu")
+        data = coder.encode(ref, "RGB", QUALITY, engine=eng)
         enc.append(time.perf_counter() - t)
         t = time.perf_counter()
-        out = aecodec.decompress(data, device="cpu")
+        out = coder.decode(data, engine=eng)[0]
         dec.append(time.perf_counter() - t)
     return {"encode_s": statistics.median(enc), "decode_s": statistics.median(dec), "bytes": len(data),
-            "bpp": len(data) * 8 / (ref.width * ref.height), "psnr": psnr(np.asarray(ref), np.asarray(out))}
+            "bpp": len(data) * 8 / (ref.shape[0] * ref.shape[1]), "psnr": psnr(ref, out),
+            "range": (min(enc), max(enc), min(dec), max(dec))}
 
 
 def main(argv=None) -> int:
@@ -93,7 +106,8 @@ def main(argv=None) -> int:
 
     r = in_process(kodim23, args.repeat)
     print(f"in-process kodim23 768x512: encode {r['encode_s']:.3f} s, decode {r['decode_s']:.3f} s, "
-          f"{r['bpp']:.4f} bpp, PSNR {r['psnr']:.3f} dB")
+          f"{r['bpp']:.4f} bpp, PSNR {r['psnr']:.3f} dB (numpy engine; runs ranged "
+          f"{r['range'][0]:.3f}-{r['range'][1]:.3f} / {r['range'][2]:.3f}-{r['range'][3]:.3f} s)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if not args.no_large:
@@ -140,6 +154,9 @@ def main(argv=None) -> int:
             for f in sorted(batch.glob("*.aec")):
                 peak = max(peak, run_process(cmd + ["decompress", str(f), "-o", str(out / (f.stem + "x.png"))])[1] or 0)
             print(f"{f'decompress {n} files, one process each':<42} {time.perf_counter() - t:7.2f} {peak:8.0f}")
+    r = in_process(kodim23, args.repeat, "torch")
+    print(f"for comparison, the torch engine on the CPU, kodim23: encode {r['encode_s']:.3f} s, decode "
+          f"{r['decode_s']:.3f} s, {r['bpp']:.4f} bpp, PSNR {r['psnr']:.3f} dB")
     return 0
 
 

@@ -3,99 +3,68 @@
     pixels -> pad -> g_a -> gain -> gate_quantize(k) -> h_a -> entropy coders -> bitstream
     bitstream -> entropy decoders -> inverse gain -> g_s -> crop -> pixels
 
-The transforms run on the chosen device; entropy coding and the scale network always run on the
-CPU (the latter in float64) so that a file encoded on one device decodes on any other.
+Two engines run these steps: on the CPU the numpy engine (numpy_engine.py; no torch import, so a
+CLI call starts in a fraction of a second), on a GPU the torch engine (torch_engine.py), which also
+refines latents (effort > 0) on any device. Entropy coding, with the scale network in float64,
+always runs on the CPU through one implementation (entropy_coder.py), so a file encoded by either
+engine on any device decodes on any other.
 """
 from __future__ import annotations
 
-import copy
 import math
+import os
+import sys
 
 import numpy as np
-import torch
 
 from ..errors import AecError
 from . import bitstream
-from .model import PAD
-from .weights import DEFAULT_MODEL, LoadedModel, load_model
-from .zoo import check_known
+from .config import MAX_EFFORT, PAD
+from .weights import DIGEST_BYTES
+from .zoo import DEFAULT_MODEL, check_known
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
+def device_name(device) -> str:
+    """"cpu", or a torch device string such as "cuda": where the transforms run. "auto" picks a
+    CUDA GPU when there is one; without a GPU driver on the machine it answers without torch."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AecError("--device cuda was requested but no CUDA GPU is available")
-    return dev
+        if "torch" not in sys.modules and not any(os.path.exists(p) for p in _GPU_DEVICE_FILES):
+            return "cpu"
+    elif str(device) == "cpu":
+        return "cpu"
+    from .torch_engine import resolve_device
+
+    dev = resolve_device(device)
+    return "cpu" if dev.type == "cpu" else str(dev)
 
 
-def _transforms_on(loaded: LoadedModel, device: torch.device):
-    """The model whose g_a/h_a/g_s run on `device` (entropy models stay on the CPU copy)."""
-    if device.type == "cpu":
-        return loaded.model
-    cache = loaded.__dict__.setdefault("_device_models", {})
-    if device not in cache:  # entropy models come along: the encoder's refinement needs their likelihoods
-        cache[device] = copy.deepcopy(loaded.model).to(device)
-    return cache[device]
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg")  # NVIDIA driver (Linux, WSL); torch decides beyond
 
 
-# Transforms run in tiles so that peak memory stays bounded for huge images. Convolutions only see
-# a few latents around each output, so a halo of HALO latents around every tile makes the tiled
-# result equal the whole-image one up to float rounding: no seams. Images up to TILE pixels per
-# side are a single tile.
-TILE = 1024 // 16   # latents per analysis tile side (1024 pixels)
-TILE_S = 768 // 16  # latents per synthesis tile side (768 pixels: g_s has the larger activations)
-HALO = 4            # latents of context on each side (64 pixels), more than g_a/g_s can see
+def engine_for(device=None, effort: int = 0, loaded=None, model: str | None = None):
+    """The engine for coding on `device`: numpy on the CPU, torch on a GPU or for effort > 0 (its
+    gradient descent needs autograd). loaded: a weights.LoadedModel to code with (e.g. read from
+    a file); otherwise the shipped model named `model` (default: DEFAULT_MODEL)."""
+    dev = device_name(device)
+    if dev == "cpu" and not effort:
+        return _numpy_engine(loaded, model)
+    from .torch_engine import TorchEngine, resolve_device
+    from .weights import load_model
+
+    loaded = loaded or load_model(model or DEFAULT_MODEL)
+    # on the CPU, files decode with the numpy engine: refinement measures what it will show
+    return TorchEngine(loaded, resolve_device(dev), viewer=_numpy_engine(loaded, None) if dev == "cpu" else None)
 
 
-def _tiles(n: int, size: int | None = None):
-    """[(start, stop)] covering 0..n in steps of `size` (default TILE) latents."""
-    size = size or TILE
-    return [(a, min(a + size, n)) for a in range(0, n, size)]
+def _numpy_engine(loaded, model: str | None):
+    from . import numpy_model
+    from .numpy_engine import NumpyEngine
 
-
-def _analyze_tiled(net, x: torch.Tensor) -> torch.Tensor:
-    """g_a over x (1, 3, 16h, 16w) tile by tile -> y (1, M, h, w)."""
-    _, _, H, W = x.shape
-    h, w = H // 16, W // 16
-    if h <= TILE and w <= TILE:
-        return net.g_a(x)
-    y = torch.empty((1, net.channels, h, w), dtype=x.dtype, device=x.device)
-    for r0, r1 in _tiles(h):
-        for c0, c1 in _tiles(w):
-            a0, a1, b0, b1 = max(0, r0 - HALO), min(h, r1 + HALO), max(0, c0 - HALO), min(w, c1 + HALO)
-            t = net.g_a(x[:, :, 16 * a0:16 * a1, 16 * b0:16 * b1])
-            y[:, :, r0:r1, c0:c1] = t[:, :, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
-    return y
-
-
-def _synthesize_tiled(net, y_hat: torch.Tensor, quality: int, height: int, width: int) -> np.ndarray:
-    """g_s tile by tile, straight to cropped 8-bit pixels (height, width, 3) on the CPU."""
-    _, _, h, w = y_hat.shape
-    out = torch.empty((height, width, 3), dtype=torch.uint8)
-    for r0, r1 in _tiles(h, TILE_S):
-        for c0, c1 in _tiles(w, TILE_S):
-            if 16 * r0 >= height or 16 * c0 >= width:
-                continue
-            a0, a1, b0, b1 = max(0, r0 - HALO), min(h, r1 + HALO), max(0, c0 - HALO), min(w, c1 + HALO)
-            t = net.synthesize(y_hat[:, :, a0:a1, b0:b1], quality)[0].permute(1, 2, 0)  # HWC
-            y0, x0 = 16 * (r0 - a0), 16 * (c0 - b0)
-            rows, cols = min(16 * r1, height) - 16 * r0, min(16 * c1, width) - 16 * c0
-            t = t[y0:y0 + rows, x0:x0 + cols].clamp(0, 1).mul_(255).round_()
-            out[16 * r0:16 * r0 + rows, 16 * c0:16 * c0 + cols] = t.to(torch.uint8).cpu()
-    return out.numpy()
-
-
-def _to_tensor(rgb: np.ndarray, device, pad: int = 1) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H', W') float in [0, 1], H' and W' rounded up to multiples of
-    `pad` by repeating the edge pixels. Padded as uint8 and converted once, straight into the
-    channels-last layout (the faster one for CPU convolutions): a 24 MP image makes one float
-    copy, not three."""
-    h, w = rgb.shape[:2]
-    rgb = np.pad(rgb, ((0, (-h) % pad), (0, (-w) % pad), (0, 0)), mode="edge")
-    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.uint8)).to(device)
-    return x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # HWC memory = channels-last
+    if loaded is None:
+        return NumpyEngine(numpy_model.load_model(model or DEFAULT_MODEL))
+    if "_numpy_model" not in loaded.__dict__:
+        loaded.__dict__["_numpy_model"] = numpy_model.from_torch(loaded)
+    return NumpyEngine(loaded.__dict__["_numpy_model"])
 
 
 def _check_quality(quality) -> int | float:
@@ -106,43 +75,41 @@ def _check_quality(quality) -> int | float:
     return bitstream.snap_quality(quality)
 
 
-def default_k(loaded: LoadedModel, quality: int | float) -> int:
-    """The model's k for a quality; between two levels, the higher level's."""
-    return loaded.default_k[math.ceil(quality) - 1]
+def default_k(model, quality: int | float) -> int:
+    """The model's (or engine's) k for a quality; between two levels, the higher level's."""
+    return model.default_k[math.ceil(quality) - 1]
 
 
 class _Encoder:
     """One image's analysis transform, run once; then any number of (quality, k) codings of it,
     which cost only the gain, gate, h_a and entropy coding (the target searches probe many)."""
 
-    def __init__(self, rgb: np.ndarray, mode: str, loaded: LoadedModel, device):
+    def __init__(self, rgb: np.ndarray, mode: str, engine):
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise AecError("encode expects an 8-bit RGB array of shape (H, W, 3)")
         self.h, self.w = rgb.shape[:2]
         bitstream._check_ranges(self.w, self.h, 1, 1, mode)
-        self.rgb, self.mode, self.loaded = rgb, mode, loaded
-        self.net = _transforms_on(loaded, device)
-        self.x = _to_tensor(rgb, device, PAD)
-        self.y = _analyze_tiled(self.net, self.x)
+        self.rgb, self.mode, self.engine = rgb, mode, engine
+        self.state = engine.analyze(rgb)
         self.y_hat = None
 
     def code(self, quality: int | float, k: int | None, effort: int = 0, on_check=None) -> bytes:
-        M = self.loaded.model.channels
-        k = default_k(self.loaded, quality) if k is None else k
+        engine, M = self.engine, self.engine.channels
+        k = default_k(engine, quality) if k is None else k
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= M:
-            raise AecError(f"k must be an integer in 1..{M} for model {self.loaded.name}, got {k}")
+            raise AecError(f"k must be an integer in 1..{M} for model {engine.name}, got {k}")
         if effort:
             self.y_hat, z = self._refined(quality, k, effort, on_check)
         else:
-            self.y_hat, z = self.net.quantize_latents(self.y, quality, k)
+            self.y_hat, z = engine.quantize(self.state, quality, k)
         y_bytes, z_bytes = self._entropy_code(self.y_hat, z)
-        header = bitstream.Header(self.loaded.name, self.loaded.short_digest, self.w, self.h, self.mode,
+        header = bitstream.Header(engine.name, engine.digest[:DIGEST_BYTES], self.w, self.h, self.mode,
                                   quality, k, len(z_bytes), len(y_bytes))
         return bitstream.pack(header, z_bytes, y_bytes)
 
     def _entropy_code(self, y_hat, z) -> tuple[bytes, bytes]:
         try:
-            return self.loaded.model.encode_latents(y_hat.cpu(), z.cpu())
+            return self.engine.entropy_code(y_hat, z)
         except ValueError as e:
             raise AecError(f"cannot encode this image: {e}") from None
 
@@ -153,7 +120,7 @@ class _Encoder:
         return len(y_bytes) + len(z_bytes), self._decoded_mse(quality)
 
     def _refined(self, quality, k: int, effort: int, on_check=None):
-        from .refine import MAX_PIXELS, rd_lambda, refine
+        from .refine import MAX_PIXELS, rd_lambda
 
         lam, pixels = rd_lambda(quality), self.h * self.w
         if pixels > MAX_PIXELS:
@@ -164,14 +131,11 @@ class _Encoder:
             nbytes, mse = self.measure(y_hat, z, quality)
             return nbytes * 8 / pixels + lam * mse
 
-        g, _ = self.net._gains(quality, self.y.device)
-        y_scaled = (self.y * g).float()
-        _, z = self.net.quantize_latents(self.y, quality, k)
-        return refine(self.net, self.x, (self.h, self.w), y_scaled, z, quality, k, effort, cost, on_check)
+        return self.engine.refine(self.state, quality, k, effort, cost, on_check)
 
     def _decoded_mse(self, quality) -> float:
         """MSE (in 8-bit levels squared) of what the decoder shows for self.y_hat on this device."""
-        pixels = _in_mode(_synthesize_tiled(self.net, self.y_hat, quality, self.h, self.w), self.mode)
+        pixels = _in_mode(self.engine.pixels(self.y_hat, quality, self.h, self.w), self.mode)
         if self.mode == "L":
             pixels = pixels[:, :, None]  # against the (H, W, 3) gray input
         return float(np.mean((pixels.astype(np.float64) - self.rgb) ** 2))
@@ -183,20 +147,20 @@ class _Encoder:
 
 
 def encode(rgb: np.ndarray, mode: str, quality: int | float, k: int | None = None,
-           loaded: LoadedModel | None = None, device=None, effort: int = 0, progress=None) -> bytes:
+           loaded=None, device=None, effort: int = 0, progress=None, model: str | None = None,
+           engine=None) -> bytes:
     """Encode an 8-bit (H, W, 3) array. mode is the colour mode recorded for the decoder.
     quality: 1..8; values between the levels (in steps of 1/256) interpolate the gains.
     effort: 0 (one pass) .. MAX_EFFORT: refine the latents for this image (codec/refine.py);
-    progress(step, steps) is called as the refinement goes."""
-    loaded = loaded or load_model(DEFAULT_MODEL)
+    progress(step, steps) is called as the refinement goes. loaded / model: see engine_for;
+    engine: one to use instead (benchmarks and tests compare the engines)."""
     quality, effort = _check_quality(quality), _check_effort(effort)
-    with loaded.lock, torch.inference_mode():
-        return _Encoder(rgb, mode, loaded, resolve_device(device)).code(quality, k, effort, _on_check(progress))
+    engine = engine or engine_for(device, effort, loaded, model)
+    with engine.session():
+        return _Encoder(rgb, mode, engine).code(quality, k, effort, _on_check(progress))
 
 
 def _check_effort(effort) -> int:
-    from .refine import MAX_EFFORT
-
     if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
         raise AecError(f"effort must be an integer 0..{MAX_EFFORT}, got {effort!r}")
     return int(effort)
@@ -209,8 +173,8 @@ def _on_check(progress):
 
 def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None,
                      min_psnr: float | None = None, k: int | None = None,
-                     loaded: LoadedModel | None = None, device=None, effort: int = 0,
-                     progress=None) -> tuple[bytes, int | float]:
+                     loaded=None, device=None, effort: int = 0, progress=None,
+                     model: str | None = None) -> tuple[bytes, int | float]:
     """-> (file, quality): the highest quality whose file fits in max_bytes (never over), or the
     lowest quality whose decoded PSNR reaches min_psnr. Bisection over the 1/256 quality grid
     (~11 codings; the analysis transform runs once).
@@ -221,9 +185,10 @@ def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None
     within the size; smallest file that reaches the PSNR), so never worse than effort 0."""
     if (max_bytes is None) == (min_psnr is None):
         raise AecError("give exactly one target: a size or a PSNR")
-    loaded, effort, on_check = loaded or load_model(DEFAULT_MODEL), _check_effort(effort), _on_check(progress)
-    with loaded.lock, torch.inference_mode():
-        enc = _Encoder(rgb, mode, loaded, resolve_device(device))
+    effort, on_check = _check_effort(effort), _on_check(progress)
+    engine = engine_for(device, effort, loaded, model)
+    with engine.session():
+        enc = _Encoder(rgb, mode, engine)
         data, q = _search(enc, k, max_bytes, min_psnr)
         if not effort:
             return data, q
@@ -290,31 +255,31 @@ def _search(enc: _Encoder, k: int | None, max_bytes: int | None, min_psnr: float
     return best, q_best
 
 
-def model_for(header: bitstream.Header) -> LoadedModel:
+def engine_to_decode(header: bitstream.Header, device=None, engine=None):
+    """The engine for decoding this file on `device`, with the model that wrote it."""
     check_known(header.model)
-    loaded = load_model(header.model)
-    if loaded.short_digest != header.digest:
+    engine = engine or engine_for(device, model=header.model)
+    if engine.digest[:DIGEST_BYTES] != header.digest:
         raise AecError(f"file was made by other weights of model {header.model!r} "
-                       f"(digest {header.digest.hex()}, installed {loaded.short_digest.hex()}); "
+                       f"(digest {header.digest.hex()}, installed {engine.digest[:DIGEST_BYTES].hex()}); "
                        "decode it with the aecodec version that wrote it")
-    if header.k > loaded.model.channels:
-        raise AecError(f"corrupt .aec header (k {header.k} > {loaded.model.channels} channels)")
-    return loaded
+    if header.k > engine.channels:
+        raise AecError(f"corrupt .aec header (k {header.k} > {engine.channels} channels)")
+    return engine
 
 
-def decode(data: bytes, device=None) -> tuple[np.ndarray, bitstream.Header]:
-    """Decode an .aec file to an 8-bit array: (H, W, 3) for RGB, (H, W) for L."""
+def decode(data: bytes, device=None, engine=None) -> tuple[np.ndarray, bitstream.Header]:
+    """Decode an .aec file to an 8-bit array: (H, W, 3) for RGB, (H, W) for L.
+    engine: one to use instead of the device's (it must hold the file's model)."""
     header, z_bytes, y_bytes = bitstream.parse(data)
-    loaded = model_for(header)
-    device = resolve_device(device)
+    engine = engine_to_decode(header, device, engine)
     hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
-    with loaded.lock, torch.inference_mode():
+    with engine.session():
         try:
-            y_hat = loaded.model.decode_latents(y_bytes, z_bytes, (hp // PAD, wp // PAD))
+            y_hat = engine.decode_latents(y_bytes, z_bytes, (hp // PAD, wp // PAD))
         except (RuntimeError, ValueError) as e:  # the rANS decoder's own complaints
             raise AecError(f"corrupt .aec payload ({e})") from None
-        net = _transforms_on(loaded, device)
-        pixels = _synthesize_tiled(net, y_hat.to(device), header.quality, header.height, header.width)
+        pixels = engine.pixels(y_hat, header.quality, header.height, header.width)
     return _in_mode(pixels, header.mode), header
 
 

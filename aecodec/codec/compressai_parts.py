@@ -5,8 +5,7 @@ the rest of CompressAI.
 torch_geometric (and with it torch._dynamo), models and zoo the whole model family, and
 entropy_models imports scipy.stats: ~1.1 s on this machine before a file is coded. The codec
 needs two modules. When CompressAI has not been imported yet, this registers a bare `compressai`
-package (same directory, same submodules, the three functions entropy_models asks the package
-for), and keeps entropy_models' `import scipy.stats` from running: scipy.stats is only used when
+package (rans.py), and keeps entropy_models' `import scipy.stats` from running: scipy.stats is only used when
 CDF tables are rebuilt (training, export), and scipy loads it on that first use. A later
 `import compressai.zoo` (benchmarks, tests) still works: its submodules import from the same
 directory.
@@ -14,32 +13,11 @@ directory.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import sys
 import types
 import warnings
 
-
-def _bare_package() -> None:
-    if "compressai" in sys.modules:
-        return
-    spec = importlib.util.find_spec("compressai")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("compressai is not installed")
-    pkg = types.ModuleType("compressai")
-    pkg.__spec__, pkg.__file__ = spec, spec.origin
-    pkg.__path__ = list(spec.submodule_search_locations)
-    pkg.__package__ = "compressai"
-    # what compressai/__init__.py would define and entropy_models reads (the rANS coder only)
-    pkg.available_entropy_coders = lambda: ["ans"]
-    pkg.get_entropy_coder = lambda: "ans"
-    pkg.set_entropy_coder = _only_ans
-    sys.modules["compressai"] = pkg
-
-
-def _only_ans(name: str) -> None:
-    if name != "ans":
-        raise ValueError(f'entropy coder "{name}" is not available (aecodec uses "ans")')
+from .rans import bare_compressai_package
 
 
 @contextlib.contextmanager
@@ -62,7 +40,7 @@ def _not_imported(name: str):
             del namespace[child]
 
 
-_bare_package()
+bare_compressai_package()
 with warnings.catch_warnings(), _not_imported("scipy.stats"):
     warnings.simplefilter("ignore", FutureWarning)  # compressai calls the deprecated torch.jit.script
     from compressai.entropy_models.entropy_models import EntropyBottleneck, GaussianConditional

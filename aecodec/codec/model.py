@@ -13,25 +13,21 @@ latent position, is a run-time knob.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from ..kernels import gate_quantize
 from .compressai_parts import EntropyBottleneck, GaussianConditional
+from .config import LAMBDAS, PAD, QUALITIES, SYMBOL_LIMIT, ModelConfig  # noqa: F401 (re-exported)
+from .entropy_coder import EntropyCoder
 from .layers import GDN, Deconv
 
-# CompressAI's lambdas for its 8 MSE quality levels (bmshj2018): distortion weight per quality.
-LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
-QUALITIES = len(LAMBDAS)
-PAD = 64  # g_a downsamples by 16 and h_a by 4 more
-SYMBOL_LIMIT = 1 << 14  # |latent symbol| bound; the encoder refuses inputs beyond it
 # The Gaussian conditional's scale table: 64 log-spaced scales, as in Balle's and CompressAI's models.
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 64
 _CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+_CODING_PREFIXES = ("h_s.", "entropy_bottleneck.", "gaussian_conditional.")
 
 
 def get_scale_table() -> torch.Tensor:
@@ -44,25 +40,6 @@ def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int 
 
 def deconv(in_channels: int, out_channels: int) -> Deconv:
     return Deconv(in_channels, out_channels)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    N: int = 128
-    M: int = 192
-    qualities: int = QUALITIES
-    means: bool = False  # mean-scale hyperprior: h_s predicts an integer mean per latent too
-
-    def to_dict(self) -> dict:
-        d = {"N": self.N, "M": self.M, "qualities": self.qualities}
-        if self.means:  # scale-only configs keep their original form (and file digests)
-            d["means"] = True
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return cls(N=int(d["N"]), M=int(d["M"]), qualities=int(d.get("qualities", QUALITIES)),
-                   means=bool(d.get("means", False)))
 
 
 def with_mean_head(state: dict, M: int) -> dict:
@@ -104,7 +81,7 @@ class AecModel(nn.Module):
         init = torch.exp(torch.linspace(math.log(0.5), math.log(4.0), Q))
         self.gain = nn.Parameter(init[:, None].repeat(1, M))
         self.inv_gain = nn.Parameter((1.0 / init)[:, None].repeat(1, M))
-        self._float64 = {}  # name -> float64 copy of a submodule (see _in_float64)
+        self._coder = None  # the entropy coder for the current weights (see entropy_coder)
 
     @property
     def channels(self) -> int:
@@ -161,7 +138,7 @@ class AecModel(nn.Module):
     # ---- coding ---------------------------------------------------------------------------
     def update(self, scale_table=None, force=False, update_quantiles=False) -> bool:
         """Rebuild the entropy models' CDF tables from the current weights (before coding)."""
-        self.drop_float64_copies()
+        self.drop_entropy_coder()
         updated = self.entropy_bottleneck.update(force=force, update_quantiles=update_quantiles)
         scale_table = get_scale_table() if scale_table is None else scale_table
         return self.gaussian_conditional.update_scale_table(scale_table, force=force) or updated
@@ -178,7 +155,7 @@ class AecModel(nn.Module):
                 saved, buf = state_dict.get(f"{prefix}.{name}"), getattr(module, name, None)
                 if saved is not None and buf is not None and buf.numel() == 0:
                     buf.resize_(saved.size())
-        self.drop_float64_copies()
+        self.drop_entropy_coder()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def entropy_parameters(self, params: torch.Tensor):
@@ -188,43 +165,17 @@ class AecModel(nn.Module):
         scales, means = params.chunk(2, dim=1)
         return torch.relu(scales), means
 
-    def _coding_parameters(self, z_hat: torch.Tensor):
-        """(CDF indexes, integer means or None) from z_hat, computed in float64: they must agree
-        bit for bit between the encoder and a decoder on another device; float32 convolutions
-        differ across devices and would desynchronise the entropy decoder at rare boundaries.
+    def entropy_coder(self) -> EntropyCoder:
+        """The numpy entropy coder (float64 h_s, CDF tables, rANS) for the current weights."""
+        if self._coder is None:
+            tensors = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()
+                       if k.startswith(_CODING_PREFIXES)}
+            self._coder = EntropyCoder(tensors, self.config)
+        return self._coder
 
-        Means are rounded to integers, so the k-sparse latents stay integers (gated channels are
-        exactly 0) and the coded symbols are y_hat - mean under the zero-mean scale tables."""
-        scales, means = self.entropy_parameters(self._in_float64("h_s", z_hat.device)(z_hat.double()))
-        indexes = self._scale_indexes(scales)
-        if means is None:
-            return indexes, None
-        # bounded means keep every coded symbol (y_hat - mean) within the escape coder's fast range
-        if not torch.all(means.abs() < SYMBOL_LIMIT):
-            raise ValueError("entropy parameters out of range")
-        return indexes, torch.round(means).float()
-
-    def _scale_indexes(self, scales: torch.Tensor) -> torch.Tensor:
-        """GaussianConditional.build_indexes in one pass: the index of a scale is the number of
-        scale-table entries (all but the last) below it. build_indexes counts the same with one
-        comparison pass per table entry (64 passes)."""
-        gc = self.gaussian_conditional
-        scales = gc.lower_bound_scale(scales).contiguous()
-        table = gc.scale_table[:-1].to(device=scales.device, dtype=scales.dtype)
-        return torch.bucketize(scales, table, right=False).int()
-
-    def _in_float64(self, name: str, device) -> nn.Module:
-        """A cached float64 copy of submodule `name` on `device` (the decoding paths' precision)."""
-        m = self._float64.get(name)
-        if m is None or next(m.parameters()).device != torch.device(device):
-            m = copy.deepcopy(getattr(self, name)).to(device=device, dtype=torch.float64)
-            m.requires_grad_(False)
-            self._float64[name] = m
-        return m
-
-    def drop_float64_copies(self) -> None:
-        """Forget the float64 copies, which go stale when the weights change (training, loading)."""
-        self._float64 = {}
+    def drop_entropy_coder(self) -> None:
+        """Forget the entropy coder, which goes stale when the weights change (training, loading)."""
+        self._coder = None
 
     @torch.no_grad()
     def analyze(self, x: torch.Tensor, quality: int | float, k: int, g_a=None):
@@ -243,51 +194,18 @@ class AecModel(nn.Module):
 
     @torch.no_grad()
     def encode_latents(self, y_hat: torch.Tensor, z: torch.Tensor) -> tuple[bytes, bytes]:
-        if not (torch.all(y_hat.abs() < SYMBOL_LIMIT) and torch.all(z.abs() < SYMBOL_LIMIT - 1024)):
-            raise ValueError("latents out of the coder's range")
-        z_bytes = self.entropy_bottleneck.compress(z.float().cpu())[0]
-        z_hat = self.entropy_bottleneck.decompress([z_bytes], z.shape[-2:])
-        indexes, means = self._coding_parameters(z_hat)
-        y_bytes = self.gaussian_conditional.compress(y_hat.float().cpu(), indexes, means)[0]
-        return y_bytes, z_bytes
-
-    @staticmethod
-    def _guard(payload: bytes, symbols: int) -> bytes:
-        """Zero-pad a payload so the rANS decoder cannot read past its buffer.
-
-        CompressAI's decoder does not bounds-check its input pointer: a hostile (checksum-valid)
-        payload could make it read far past the end. Each symbol consumes at most 32 bits of the
-        zero tail, and a bypass-coded escape at most 16 bytes per payload byte; padding by that
-        much keeps every read inside memory we own. Valid streams decode identically.
-        """
-        return payload + bytes(4 * symbols + 16 * len(payload) + 64)
+        """(1, M, h, w) k-sparse integer latents and (1, N, h/4, w/4) hyper-latents -> (y bytes, z bytes)."""
+        return self.entropy_coder().encode(y_hat[0].float().cpu().numpy(), z[0].float().cpu().numpy())
 
     @torch.no_grad()
     def decode_latents(self, y_bytes: bytes, z_bytes: bytes, z_shape: tuple[int, int]) -> torch.Tensor:
-        """Entropy-decode z then y. Each stream must be canonical: re-encoding the decoded symbols
-        must give back the same bytes. A damaged or forged payload fails this (cheaply, before the
-        synthesis transform runs) instead of decoding into garbage pixels."""
-        zh, zw = z_shape
-        z_hat = self.entropy_bottleneck.decompress([self._guard(z_bytes, self.config.N * zh * zw)], z_shape)
-        # Range check first: garbage decodes to huge escape values, which the encoder's escape
-        # loop cannot re-encode in bounded time. Real latents stay within a few hundred.
-        if not torch.all(z_hat.abs() < SYMBOL_LIMIT):
-            raise ValueError("hyper-latent stream decodes out of range")
-        if self.entropy_bottleneck.compress(z_hat)[0] != z_bytes:
-            raise ValueError("hyper-latent stream does not decode cleanly")
-        indexes, means = self._coding_parameters(z_hat)
-        y_hat = self.gaussian_conditional.decompress([self._guard(y_bytes, indexes.numel())], indexes,
-                                                     means=means)
-        if not torch.all(y_hat.abs() < SYMBOL_LIMIT):
-            raise ValueError("latent stream decodes out of range")
-        if self.gaussian_conditional.compress(y_hat, indexes, means)[0] != y_bytes:
-            raise ValueError("latent stream does not decode cleanly")
-        return y_hat
+        """-> y_hat (1, M, h, w); ValueError for a damaged stream (entropy_coder.EntropyCoder.decode)."""
+        return torch.from_numpy(self.entropy_coder().decode(y_bytes, z_bytes, z_shape))[None]
 
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, quality: int) -> torch.Tensor:
         """Decoder transform, float32 on y_hat's device. Only the entropy parameters must agree bit
-        for bit across devices (see _coding_parameters); pixels from g_s may differ by one level
+        for bit across devices (entropy_coder.py); pixels from g_s may differ by one level
         at rare rounding boundaries between devices (docs/performance.md gives the measured
         tolerance), and are identical run to run on one device with the same thread count."""
         _, ig = self._gains(quality, y_hat.device)

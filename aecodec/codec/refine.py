@@ -33,12 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import gate_quantize
+from .config import EFFORT_STEPS, MAX_EFFORT  # noqa: F401 (re-exported)
 from .model import LAMBDAS, AecModel
 
-# effort -> gradient steps (each: g_s forward + backward; ~0.6 s for a 768x512 image on 2 CPU cores);
-# on validation crops the real cost stops improving at ~300 steps (docs/performance.md)
-EFFORT_STEPS = {0: 0, 1: 40, 2: 100, 3: 300}
-MAX_EFFORT = max(EFFORT_STEPS)
 MAX_PIXELS = 1920 * 1088  # refinement backpropagates through g_s over the whole image: ~3 GB here
 CHECK_EVERY = 10       # steps between real-cost checks: a higher effort sees every check of a lower one
 LEARNING_RATE = 0.05   # Adam, on latents in quantization steps

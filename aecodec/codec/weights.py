@@ -12,12 +12,8 @@ import json
 import threading
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save
-
 from ..errors import AecError
-from .model import AecModel, ModelConfig
+from .config import ModelConfig
 from .zoo import DEFAULT_MODEL, shipped_model_bytes, shipped_models  # noqa: F401 (re-exported)
 DIGEST_BYTES = 8
 _FP16_SUFFIXES = (".weight", ".bias")  # conv kernels and biases; GDN/entropy/gain params stay float32
@@ -31,8 +27,10 @@ def _is_half_safe(name: str) -> bool:
     return name.startswith(("g_a.", "g_s.", "h_a.", "h_s.")) and name.endswith(_FP16_SUFFIXES)
 
 
-def export_bytes(model: AecModel, name: str, default_k: list[int], extra: dict | None = None) -> bytes:
-    """Serialize a trained model (CDF tables refreshed) to the shipped safetensors format."""
+def export_bytes(model, name: str, default_k: list[int], extra: dict | None = None) -> bytes:
+    """Serialize a trained AecModel (CDF tables refreshed) to the shipped safetensors format."""
+    from safetensors.torch import save
+
     model = model.cpu().eval()
     model.update(force=True)
     tensors = {}
@@ -65,6 +63,21 @@ def read_metadata(data: bytes) -> dict:
     return header.get("__metadata__", {}) or {}
 
 
+def parse_metadata(data: bytes) -> tuple[str, ModelConfig, list[int]]:
+    """(name, architecture, default k per quality) of a weights file, validated."""
+    meta = read_metadata(data)
+    if meta.get("format") != "aecodec-weights-1":
+        raise AecError("not an aecodec weights file (missing format tag)")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
+        default_k = [int(k) for k in json.loads(meta["default_k"])]
+    except (KeyError, ValueError, TypeError) as e:
+        raise AecError(f"weights file is malformed: {e}") from None
+    if len(default_k) != config.qualities or not all(1 <= k <= config.M for k in default_k):
+        raise AecError("weights file has an invalid default_k table")
+    return meta.get("name", "unnamed"), config, default_k
+
+
 class LoadedModel:
     """A model ready for coding: network, default k per quality, identity (name, digest)."""
 
@@ -81,18 +94,20 @@ class LoadedModel:
 
 
 def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedModel:
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from .model import AecModel
+
     file_digest = digest(data)
     if expected_sha256 is not None and file_digest.hex() != expected_sha256:
         raise AecError("weights file does not match its recorded SHA-256 digest (tampered or damaged); "
                        "reinstall aecodec")
-    meta = read_metadata(data)
-    if meta.get("format") != "aecodec-weights-1":
-        raise AecError("not an aecodec weights file (missing format tag)")
+    name, config, default_k = parse_metadata(data)
     try:
-        config = ModelConfig.from_dict(json.loads(meta["config"]))
-        default_k = [int(k) for k in json.loads(meta["default_k"])]
         tensors = load(data)
-    except (KeyError, ValueError, TypeError, SafetensorError) as e:
+    except (ValueError, SafetensorError) as e:
         raise AecError(f"weights file is malformed: {e}") from None
     model = AecModel(config)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
@@ -100,10 +115,8 @@ def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedM
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as e:
         raise AecError(f"weights file does not fit the model: {str(e).splitlines()[0]}") from None
-    if len(default_k) != config.qualities or not all(1 <= k <= config.M for k in default_k):
-        raise AecError("weights file has an invalid default_k table")
     model = model.eval().to(memory_format=torch.channels_last)  # the faster layout for CPU convolutions
-    return LoadedModel(model, meta.get("name", "unnamed"), file_digest, default_k)
+    return LoadedModel(model, name, file_digest, default_k)
 
 
 _cache: dict[str, LoadedModel] = {}

@@ -1,0 +1,113 @@
+"""The numpy engine (CPU coding without torch) against the torch model it reimplements: each layer
+against torch's, the gate exactly against the reference, and whole files across the two engines."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aecodec.codec import coder, numpy_ops as ops
+from aecodec.codec.layers import GDN
+from aecodec.codec.torch_engine import TorchEngine
+from aecodec.codec.weights import load_model
+from aecodec.kernels.reference import topk_mask
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def _chw(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+
+
+@pytest.mark.parametrize("k,stride,c_in,c_out,size", [(3, 1, 8, 12, (9, 7)), (5, 2, 8, 12, (10, 14)),
+                                                       (5, 2, 24, 20, (6, 4)), (3, 1, 20, 40, (3, 5))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_matches_torch(k, stride, c_in, c_out, size, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((*size, c_in)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in, k, k)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    ref = _hwc(F.conv2d(_chw(x), torch.from_numpy(w), torch.from_numpy(b), stride=stride, padding=k // 2))
+    got = ops.conv(x, ops.conv_weights(w, dtype), b, k, stride)
+    np.testing.assert_allclose(got, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4 if dtype == np.float32 else 1e-11)
+
+
+def test_space_to_depth_conv_matches_torch():
+    rng = np.random.default_rng(1)
+    x = rng.random((16, 12, 3), dtype=np.float32)
+    w = rng.standard_normal((10, 3, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    ref = _hwc(F.conv2d(_chw(x), torch.from_numpy(w), torch.from_numpy(b), stride=2, padding=2))
+    np.testing.assert_allclose(ops.conv_space_to_depth(x, ops.space_to_depth_weights(w, np.float32), b), ref,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c_out", [3, 20])  # the few-outputs path and the im2col path
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (4, 7)])
+def test_deconv_matches_torch(c_out, size, monkeypatch):
+    monkeypatch.setattr(ops, "BAND", 500)  # several bands even for these small inputs
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((*size, 24)).astype(np.float32)
+    w = rng.standard_normal((24, c_out, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    ref = _hwc(F.conv_transpose2d(_chw(x), torch.from_numpy(w), torch.from_numpy(b), stride=2, padding=2,
+                                  output_padding=1))
+    got = ops.deconv(x, ops.deconv_weights(w, np.float32), b)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_matches_compressai(inverse):
+    torch.manual_seed(0)
+    layer = GDN(16, inverse=inverse)
+    with torch.no_grad():
+        layer.gamma.add_(torch.rand(16, 16) * 0.2)
+        layer.beta.add_(torch.rand(16))
+    x = torch.randn(1, 16, 5, 6)
+    with torch.no_grad():
+        ref = _hwc(layer(x))
+    state = {k: v.numpy() for k, v in layer.state_dict().items()}
+    params = ops.gdn_parameters(state["beta"], state["beta_reparam.lower_bound.bound"], state["beta_reparam.pedestal"],
+                                state["gamma"], state["gamma_reparam.lower_bound.bound"],
+                                state["gamma_reparam.pedestal"])
+    np.testing.assert_allclose(ops.gdn(_hwc(x).copy(), *params, inverse=inverse, block=7), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 16, 24])
+def test_gate_matches_the_reference_exactly(k):
+    rng = np.random.default_rng(3)
+    y = np.round(rng.standard_normal((6, 5, 24)) * 2).astype(np.float32)  # many ties in |y|
+    y[0, 0] = 0
+    mask = topk_mask(_chw(y), k)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(ops.topk_mask(np.abs(y).reshape(-1, 24), k), mask.reshape(-1, 24))
+    assert np.array_equal(ops.gate_quantize(y, k), np.where(mask, np.round(y), 0).astype(np.float32))
+
+
+def test_files_cross_engines(kodak_crop):
+    """A file from either engine decodes with the other to the same latents (one entropy coder)
+    and to pixels within one level on rare values; the numpy engine is deterministic."""
+    img = np.asarray(kodak_crop.resize((200, 136)))
+    loaded = load_model()
+    numpy_engine = coder.engine_for("cpu", loaded=loaded)
+    torch_engine = TorchEngine(loaded, torch.device("cpu"))
+    assert numpy_engine.kind == "numpy"
+    for quality in (1, 4.5, 8):
+        files = {}
+        for engine in (numpy_engine, torch_engine):
+            with engine.session():
+                files[engine.kind] = coder._Encoder(img, "RGB", engine).code(quality, None)
+        for data in files.values():
+            header, z_bytes, y_bytes = coder.bitstream.parse(data)
+            shape = (-(-header.height // 64), -(-header.width // 64))
+            with torch.inference_mode():
+                y_np = numpy_engine.decode_latents(y_bytes, z_bytes, shape)
+                y_t = torch_engine.decode_latents(y_bytes, z_bytes, shape)
+                assert np.array_equal(y_np, _hwc(y_t))
+                a = numpy_engine.pixels(y_np, quality, header.height, header.width)
+                b = torch_engine.pixels(y_t, quality, header.height, header.width)
+            diff = np.abs(a.astype(int) - b)
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+            assert np.array_equal(a, numpy_engine.pixels(y_np, quality, header.height, header.width))
+        # the engines' analyses differ by float rounding only: the files are (nearly) the same size
+        assert abs(len(files["numpy"]) - len(files["torch"])) <= 0.01 * len(files["torch"]) + 8
