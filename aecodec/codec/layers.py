@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .compressai_parts import GDN as _CompressaiGDN
+from .numpy_ops import POLYPHASE_TAPS
 
 _ROWS = 4096  # pixels per block: a block's activations stay in cache between the GDN's steps
 
@@ -50,17 +51,10 @@ class Deconv(torch.nn.ConvTranspose2d):
         return torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(x, weight, bias, padding=1), 2)
 
     def _polyphase(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # Output pixel (2m + r, 2n + s) sums inputs (m + t - 1, n + u - 1) through kernel tap
-        # (r + 4 - 2t, s + 4 - 2u) for t, u in 0..2 (taps outside 0..4 are zero).
         w = self.weight  # (in, out, 5, 5)
         c_in, c_out = w.shape[:2]
         phases = w.new_zeros(c_out, 2, 2, c_in, 3, 3)
-        for r in range(2):
-            for s in range(2):
-                for t in range(3):
-                    for u in range(3):
-                        a, b = r + 4 - 2 * t, s + 4 - 2 * u
-                        if a < 5 and b < 5:
-                            phases[:, r, s, :, t, u] = w[:, :, a, b].t()
+        for r, s, t, u, a, b in POLYPHASE_TAPS:
+            phases[:, r, s, :, t, u] = w[:, :, a, b].t()
         weight = phases.reshape(4 * c_out, c_in, 3, 3).contiguous(memory_format=torch.channels_last)
         return weight, self.bias.repeat_interleave(4)

@@ -10,7 +10,6 @@ and its pixels agree with the torch model's to within one level on rare pixels.
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 
@@ -18,8 +17,8 @@ from ..errors import AecError
 from . import numpy_ops as ops
 from .config import ModelConfig
 from .entropy_coder import EntropyCoder
-from .weights import digest, parse_metadata
-from .zoo import DEFAULT_MODEL, shipped_model_bytes
+from .weights import load_shipped, read_weights
+from .zoo import DEFAULT_MODEL
 
 
 class NumpyModel:
@@ -115,18 +114,9 @@ class NumpyModel:
 
 
 def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> NumpyModel:
-    from safetensors import SafetensorError
     from safetensors.numpy import load
 
-    file_digest = digest(data)
-    if expected_sha256 is not None and file_digest.hex() != expected_sha256:
-        raise AecError("weights file does not match its recorded SHA-256 digest (tampered or damaged); "
-                       "reinstall aecodec")
-    name, config, default_k = parse_metadata(data)
-    try:
-        tensors = load(data)
-    except (ValueError, SafetensorError) as e:
-        raise AecError(f"weights file is malformed: {e}") from None
+    tensors, name, config, default_k, file_digest = read_weights(data, expected_sha256, load)
     return NumpyModel(tensors, config, name, file_digest, default_k)
 
 
@@ -136,14 +126,6 @@ def from_torch(loaded) -> NumpyModel:
     return NumpyModel(tensors, loaded.model.config, loaded.name, loaded.digest, loaded.default_k)
 
 
-_cache: dict[str, NumpyModel] = {}
-_cache_lock = threading.Lock()
-
-
 def load_model(name: str = DEFAULT_MODEL) -> NumpyModel:
     """Load (once, then cached) a shipped model by name, verifying its digest."""
-    with _cache_lock:
-        if name not in _cache:
-            data, sha = shipped_model_bytes(name)
-            _cache[name] = model_from_bytes(data, expected_sha256=sha)
-        return _cache[name]
+    return load_shipped(name, model_from_bytes, "numpy")

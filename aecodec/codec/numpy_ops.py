@@ -59,23 +59,22 @@ def conv_space_to_depth(x: np.ndarray, wm: np.ndarray, bias: np.ndarray) -> np.n
     return conv(blocks, wm, bias, 3, 1)
 
 
-def deconv_weights(w: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """torch ConvTranspose2d weight (C, O, 5, 5), stride 2, padding 2, output padding 1 -> its
-    polyphase form for `deconv`.
+# The 5x5 stride-2 transposed convolution (padding 2, output padding 1) as four phases: output
+# pixel (2m + r, 2n + s) sums inputs (m + t - 1, n + u - 1) through kernel tap (a, b) =
+# (r + 4 - 2t, s + 4 - 2u), t, u in 0..2; taps outside the 5x5 kernel are zero.
+POLYPHASE_TAPS = [(r, s, t, u, r + 4 - 2 * t, s + 4 - 2 * u)
+                  for r in range(2) for s in range(2) for t in range(3) for u in range(3)
+                  if r + 4 - 2 * t < 5 and s + 4 - 2 * u < 5]
 
-    Output pixel (2m + r, 2n + s) sums inputs (m + t - 1, n + u - 1) through kernel tap
-    (r + 4 - 2t, s + 4 - 2u), t, u in 0..2 (taps outside the kernel are zero). Returns, for
-    output rows of parity r = 0 and r = 1, the matrix taking a 3x3 neighbourhood column
-    (t, u, C; r = 1 needs only t = 1, 2) to both column parities s at once: (9C or 6C, 2 * O)."""
+
+def deconv_weights(w: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """torch ConvTranspose2d weight (C, O, 5, 5) -> its polyphase form for `deconv`: for output
+    rows of parity r = 0 and r = 1, the matrix taking a 3x3 neighbourhood column (t, u, C; r = 1
+    needs only t = 1, 2) to both column parities s at once: (9C or 6C, 2 * O)."""
     c, o = w.shape[:2]
     ph = np.zeros((2, 3, 3, c, 2, o), dtype)  # (r, t, u, C, s, O)
-    for r in range(2):
-        for s in range(2):
-            for t in range(3):
-                for u in range(3):
-                    a, b = r + 4 - 2 * t, s + 4 - 2 * u
-                    if a < 5 and b < 5:
-                        ph[r, t, u, :, s] = w[:, :, a, b]
+    for r, s, t, u, a, b in POLYPHASE_TAPS:
+        ph[r, t, u, :, s] = w[:, :, a, b]
     return (np.ascontiguousarray(ph[0].reshape(9 * c, 2 * o)),
             np.ascontiguousarray(ph[1, 1:].reshape(6 * c, 2 * o)))
 

@@ -93,12 +93,10 @@ class LoadedModel:
         return self.digest[:DIGEST_BYTES]
 
 
-def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedModel:
-    import torch
+def read_weights(data: bytes, expected_sha256: str | None, load):
+    """A weights file's (tensors, name, architecture, default k, SHA-256), verified; `load` is
+    safetensors' numpy or torch loader (the numpy engine never imports torch)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from .model import AecModel
 
     file_digest = digest(data)
     if expected_sha256 is not None and file_digest.hex() != expected_sha256:
@@ -109,6 +107,16 @@ def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedM
         tensors = load(data)
     except (ValueError, SafetensorError) as e:
         raise AecError(f"weights file is malformed: {e}") from None
+    return tensors, name, config, default_k, file_digest
+
+
+def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedModel:
+    import torch
+    from safetensors.torch import load
+
+    from .model import AecModel
+
+    tensors, name, config, default_k, file_digest = read_weights(data, expected_sha256, load)
     model = AecModel(config)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     try:
@@ -119,17 +127,22 @@ def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedM
     return LoadedModel(model, name, file_digest, default_k)
 
 
-_cache: dict[str, LoadedModel] = {}
+_cache: dict[tuple[str, str], object] = {}
 _cache_lock = threading.Lock()
 
 
-def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
-    """Load (once, then cached) a shipped model by name, verifying its digest."""
+def load_shipped(name: str, from_bytes, kind: str):
+    """A shipped model by name, read once per kind (torch or numpy) and cached, digest verified."""
     with _cache_lock:
-        if name not in _cache:
+        if (kind, name) not in _cache:
             data, sha = shipped_model_bytes(name)
-            _cache[name] = model_from_bytes(data, expected_sha256=sha)
-        return _cache[name]
+            _cache[kind, name] = from_bytes(data, expected_sha256=sha)
+        return _cache[kind, name]
+
+
+def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
+    """Load (once, then cached) a shipped model by name for the torch engine and training."""
+    return load_shipped(name, model_from_bytes, "torch")
 
 
 def load_model_file(path: str | Path) -> LoadedModel:
