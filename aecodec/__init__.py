@@ -22,7 +22,7 @@ __all__ = ["AecError", "compress", "decompress", "read_header", "__version__"]
 
 
 def __getattr__(name):
-    # The API pulls in torch; keep `import aecodec` cheap until it is used.
+    # The API pulls in numpy and the codec (torch too, for GPUs and effort); keep `import aecodec` cheap.
     if name in ("compress", "decompress", "read_header"):
         from . import api
 

@@ -1,7 +1,7 @@
 """Python API: `compress(image) -> bytes`, `decompress(data) -> PIL.Image.Image`.
 
-Models load once and are cached; calls are serialized per model by a lock, so the API may be used
-from several threads.
+Models load once and are cached. The API may be used from several threads: on the CPU (numpy
+engine) calls run side by side; the torch engine (GPU, effort) serializes them per model.
 """
 from __future__ import annotations
 
