@@ -62,9 +62,7 @@ def _numpy_engine(loaded, model: str | None):
 
     if loaded is None:
         return NumpyEngine(numpy_model.load_model(model or DEFAULT_MODEL))
-    if "_numpy_model" not in loaded.__dict__:
-        loaded.__dict__["_numpy_model"] = numpy_model.from_torch(loaded)
-    return NumpyEngine(loaded.__dict__["_numpy_model"])
+    return NumpyEngine(loaded.numpy_model())
 
 
 def _check_quality(quality) -> int | float:

@@ -31,10 +31,10 @@ def _transforms_on(loaded: LoadedModel, device: torch.device):
     """The model whose g_a/h_a/g_s run on `device` (entropy models stay on the CPU copy)."""
     if device.type == "cpu":
         return loaded.model
-    cache = loaded.__dict__.setdefault("_device_models", {})
-    if device not in cache:  # entropy models come along: the encoder's refinement needs their likelihoods
-        cache[device] = copy.deepcopy(loaded.model).to(device)
-    return cache[device]
+    with loaded.lock:
+        if device not in loaded.device_models:  # entropy models come along: refinement needs their likelihoods
+            loaded.device_models[device] = copy.deepcopy(loaded.model).to(device)
+        return loaded.device_models[device]
 
 
 def to_tensor(rgb: np.ndarray, device, pad: int = 1) -> torch.Tensor:

@@ -87,10 +87,21 @@ class LoadedModel:
         self.digest = file_digest
         self.default_k = default_k
         self.lock = threading.RLock()  # torch modules are not safe to run from several threads
+        self.device_models = {}  # torch device -> copy of the model there (torch_engine)
+        self._numpy = None
 
     @property
     def short_digest(self) -> bytes:
         return self.digest[:DIGEST_BYTES]
+
+    def numpy_model(self):
+        """The same weights for the numpy engine (built once)."""
+        with self.lock:
+            if self._numpy is None:
+                from .numpy_model import from_torch
+
+                self._numpy = from_torch(self)
+            return self._numpy
 
 
 def read_weights(data: bytes, expected_sha256: str | None, load):
