@@ -100,9 +100,8 @@ class NumpyModel:
         _, ig = self.gains(quality)
         x = y_hat * ig
         for i, (phases, b) in enumerate(self.g_s):
-            x = ops.deconv(x, phases, b)
-            if i < 3:
-                x = ops.gdn(x, *self.g_s_gdn[i], inverse=True)
+            igdn = (lambda v, p=self.g_s_gdn[i]: ops.gdn(v, *p, inverse=True)) if i < 3 else None
+            x = ops.deconv(x, phases, b, then=igdn)
         return x
 
     # ---- entropy coding (h, w, C) <-> bytes -----------------------------------------------

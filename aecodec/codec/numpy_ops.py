@@ -79,18 +79,22 @@ def deconv_weights(w: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
             np.ascontiguousarray(ph[1, 1:].reshape(6 * c, 2 * o)))
 
 
-def deconv(x: np.ndarray, phases: tuple[np.ndarray, np.ndarray], bias: np.ndarray) -> np.ndarray:
-    """The 5x5 stride-2 transposed convolution: x (H, W, C) -> (2H, 2W, O)."""
+def deconv(x: np.ndarray, phases: tuple[np.ndarray, np.ndarray], bias: np.ndarray, then=None) -> np.ndarray:
+    """The 5x5 stride-2 transposed convolution: x (H, W, C) -> (2H, 2W, O). then: applied in place
+    to each band of finished output rows (rows, W, O) while it is still in cache (the GDN that
+    follows in g_s)."""
     h, w, c = x.shape
     even, odd = phases
     o = even.shape[1] // 2
     if o <= 16:
-        return _deconv_few_outputs(x, even, odd, bias)
+        out = _deconv_few_outputs(x, even, odd, bias)
+        return out if then is None else then(out)
     xp = np.pad(x, ((1, 1), (1, 1), (0, 0)))
     out = np.empty((h, 2, w, 2, o), x.dtype)  # (m, r, n, s, O) is (2m + r, 2n + s, O)
     rows = max(1, min(h, BAND // (w * 9 * c)))
     cols = np.empty((rows, w, 3, 3, c), x.dtype)
     prod = np.empty((rows * w, 2 * o), x.dtype)
+    bias2 = np.concatenate([bias, bias]).astype(x.dtype)  # both column parities s
     for r0 in range(0, h, rows):
         n = min(h, r0 + rows) - r0
         for t in range(3):
@@ -99,8 +103,10 @@ def deconv(x: np.ndarray, phases: tuple[np.ndarray, np.ndarray], bias: np.ndarra
         flat = cols[:n].reshape(n * w, 9 * c)
         for r, (mat, a) in enumerate(((even, flat), (odd, flat[:, 3 * c:]))):
             np.matmul(a, mat, out=prod[:n * w])
+            prod[:n * w] += bias2
             out[r0:r0 + n, r] = prod[:n * w].reshape(n, w, 2, o)
-    out += bias
+        if then is not None:
+            then(out[r0:r0 + n].reshape(2 * n, 2 * w, o))
     return out.reshape(2 * h, 2 * w, o)
 
 
