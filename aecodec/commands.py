@@ -212,7 +212,8 @@ def _output_format(out: str) -> str:
     if out == "-":
         return "PNG"
     ext = Path(out).suffix.lower()
-    fmt = Image.registered_extensions().get(ext)
+    Image.preinit()  # the common formats (PNG, JPEG, BMP, ...): importing every plugin costs ~40 ms
+    fmt = Image.EXTENSION.get(ext) or Image.registered_extensions().get(ext)
     if fmt is None or fmt not in Image.SAVE:
         raise AecError(f"{out}: unknown image extension {ext or '(none)'!r}; use e.g. .png, .bmp, .tif, .webp")
     return fmt
