@@ -65,6 +65,13 @@ def test_other_weights_or_unknown_model_are_refused(kodak_crop):
         aecodec.decompress(_with_header(data, model="someone-elses-model"))
 
 
+def test_unknown_device_is_a_clear_error(kodak_crop):
+    data = aecodec.compress(kodak_crop, quality=2)
+    for device in ("tpu", "cuda:x"):
+        with pytest.raises(AecError, match="unknown device"):
+            aecodec.decompress(data, device=device)
+
+
 def test_corrupted_payload_is_caught_by_checksum(kodak_crop):
     data = bytearray(aecodec.compress(kodak_crop, quality=2))
     data[len(data) // 2] ^= 0x40

@@ -21,7 +21,10 @@ from .weights import LoadedModel
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise AecError(f"unknown device {device!r}; use \"auto\", \"cpu\" or \"cuda\"") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AecError("--device cuda was requested but no CUDA GPU is available")
     return dev
