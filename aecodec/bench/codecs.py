@@ -182,18 +182,16 @@ class AecCodec(Codec):
 
     @property
     def key(self) -> str:
-        from ..codec.weights import DEFAULT_MODEL, load_model
-
-        return f"{self.name}|{self.param}|k{self.k}|{load_model(DEFAULT_MODEL).digest.hex()[:16]}"
+        return f"{self.name}|{self.param}|k{self.k}|{_default_model_sha256()[:16]}"
 
     def settings(self):
         return {"quality": "param", "k": self.k or "the model's default for the quality", "device": self.device}
 
     def library(self):
         from .. import __version__
-        from ..codec.weights import DEFAULT_MODEL, load_model
+        from ..codec.zoo import DEFAULT_MODEL
 
-        return f"aecodec {__version__}, model {DEFAULT_MODEL} (sha256 {load_model(DEFAULT_MODEL).digest.hex()})"
+        return f"aecodec {__version__}, model {DEFAULT_MODEL} (sha256 {_default_model_sha256()})"
 
     def encode(self, img):
         from ..api import compress
@@ -204,6 +202,14 @@ class AecCodec(Codec):
         from ..api import decompress
 
         return decompress(data, device=self.device).convert("RGB")
+
+
+def _default_model_sha256() -> str:
+    """The shipped default model's SHA-256, from the manifest (its file is checked against it
+    whenever it loads)."""
+    from ..codec.zoo import DEFAULT_MODEL, shipped_models
+
+    return shipped_models()[DEFAULT_MODEL]["sha256"]
 
 
 JPEG_QUALITIES = (3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 85, 90, 95)

@@ -106,7 +106,7 @@ def run(directory, outdir, codecs: list[Codec], jobs: int = 1, crop: int | None 
     else:
         for t in classic:
             done(measure(*t[:3]), t[3])
-    if ours:  # in-process (torch already uses every core); warm up caches before timing
+    if ours:  # in-process (the codec already uses every core); warm up caches before timing
         from ..api import compress, decompress
 
         decompress(compress(np.zeros((16, 16, 3), np.uint8)), device=ours[0][0].device)
