@@ -43,13 +43,15 @@ bench-effort: $(VENV)/.installed
 RUN ?= main
 RUNS ?= $(HOME)/.cache/aecodec/runs
 RUN_DIR := $(RUNS)/$(RUN)
+# recipe flags for `make train`; float32 since 2026-11-26 (the run `main` was saved with bf16 on)
+TRAIN_FLAGS ?= --no-bf16
 
 train: $(VENV)/.installed
 	@mkdir -p $(RUN_DIR)
 	@if [ -f $(RUN_DIR)/pid ] && kill -0 $$(cat $(RUN_DIR)/pid) 2>/dev/null; then \
 	  echo "run $(RUN) is already going (pid $$(cat $(RUN_DIR)/pid))"; \
 	else \
-	  AECODEC_RUNS=$(RUNS) nohup nice -n 19 $(VENV)/bin/aecodec train $(RUN) --quiet \
+	  AECODEC_RUNS=$(RUNS) nohup nice -n 19 $(VENV)/bin/aecodec train $(RUN) --quiet $(TRAIN_FLAGS) \
 	    >> $(RUN_DIR)/train.out 2>&1 & echo $$! > $(RUN_DIR)/pid; \
 	  echo "run $(RUN) started (pid $$(cat $(RUN_DIR)/pid)); log: $(RUN_DIR)/log.csv, output: $(RUN_DIR)/train.out"; \
 	fi

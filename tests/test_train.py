@@ -148,12 +148,17 @@ def test_cli_train_evaluate_export(photo_dir, tiny_weights, tmp_path, capsys):
     assert cli_main(["train", str(tmp_path / "none"), "--evaluate"]) == 1
 
 
-def test_bf16_step_matches_fp32():
-    """bf16 autocast of g_a/g_s moves the gradient far less than the minibatch noise does."""
+def test_bf16_is_the_default_only_while_its_gradient_is_within_minibatch_noise():
+    """bf16 autocast of g_a/g_s may be the training default only while, on the shipped default
+    model, it moves the gradient far less than the minibatch noise does. It did on the first
+    models; on aec-msh-128-192-r3 it does not (cosine to fp32 -0.68 on this batch), so the default
+    is float32 (docs/training.md)."""
     from aecodec.bench.train_speed import check_bf16
     from aecodec.imageio import list_images
+    from aecodec.train.config import TrainConfig
 
     c = check_bf16(tdata.split(list_images(KODAK.parent / "train"))[0][:4])
     assert c["loss_rel_diff"] < 0.02
-    # bf16's angle to the fp32 gradient is well inside the spread between two minibatches
-    assert 1 - c["grad_cosine"] < 0.5 * (1 - c["other_batch_grad_cosine"])
+    # bf16's angle to the fp32 gradient well inside the spread between two minibatches
+    within_noise = 1 - c["grad_cosine"] < 0.5 * (1 - c["other_batch_grad_cosine"])
+    assert within_noise or not TrainConfig().bf16, c

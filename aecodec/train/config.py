@@ -23,7 +23,9 @@ class TrainConfig:
     clip: float = 1.0            # gradient-norm clip
     k_min: int = 32              # smallest k drawn in training
     k_full_fraction: float = 0.5  # fraction of steps with k drawn uniformly in [k_min, M]; else M // 2
-    bf16: bool = True            # g_a/g_s under bfloat16 autocast on the CPU (docs/training.md)
+    # g_a/g_s under bfloat16 autocast on the CPU: ~2x the steps, adopted 2026-11-24; off since
+    # 2026-11-26, when on the trained model its gradient left the minibatch noise (docs/training.md)
+    bf16: bool = False
     threads: int = 0             # torch threads; 0 = the machine's cores
     seed: int = 0
 
