@@ -72,19 +72,21 @@ class EntropyCoder:
         symbols must give back the same bytes. A damaged or forged payload fails this (cheaply,
         before the synthesis transform runs) instead of decoding into garbage pixels."""
         z_indexes = self._z_indexes((self.config.N, *z_shape))
-        z_symbols = _decode(z_bytes, z_indexes, self.z_tables)
+        z_list = z_indexes.reshape(-1).tolist()  # each index list serves the decode and the re-encode check
+        z_symbols = _decode(z_bytes, z_indexes, self.z_tables, z_list)
         # Range check first: garbage decodes to huge escape values, which the encoder's escape
         # loop cannot re-encode in bounded time. Real latents stay within a few hundred.
         if not np.all(np.abs(z_symbols) < SYMBOL_LIMIT):
             raise ValueError("hyper-latent stream decodes out of range")
-        if _encode(z_symbols, z_indexes, self.z_tables) != z_bytes:
+        if _encode(z_symbols, z_indexes, self.z_tables, z_list) != z_bytes:
             raise ValueError("hyper-latent stream does not decode cleanly")
         indexes, means = self.parameters(self._z_hat(z_symbols))
-        symbols = _decode(y_bytes, indexes, self.y_tables)
+        y_list = indexes.reshape(-1).tolist()
+        symbols = _decode(y_bytes, indexes, self.y_tables, y_list)
         y_hat = symbols.astype(np.float32) if means is None else symbols.astype(np.float32) + means
         if not np.all(np.abs(y_hat) < SYMBOL_LIMIT):
             raise ValueError("latent stream decodes out of range")
-        if _encode(self._y_symbols(y_hat, means), indexes, self.y_tables) != y_bytes:
+        if _encode(self._y_symbols(y_hat, means), indexes, self.y_tables, y_list) != y_bytes:
             raise ValueError("latent stream does not decode cleanly")
         return y_hat
 
@@ -108,14 +110,14 @@ def _tables(tensors, prefix: str) -> tuple[list, list, list]:
             tensors[f"{prefix}._offset"].reshape(-1).astype(np.int32).tolist())
 
 
-def _encode(symbols: np.ndarray, indexes: np.ndarray, tables) -> bytes:
-    return RansEncoder().encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(),
-                                             *tables)
+def _encode(symbols: np.ndarray, indexes: np.ndarray, tables, index_list=None) -> bytes:
+    index_list = indexes.reshape(-1).tolist() if index_list is None else index_list
+    return RansEncoder().encode_with_indexes(symbols.reshape(-1).tolist(), index_list, *tables)
 
 
-def _decode(payload: bytes, indexes: np.ndarray, tables) -> np.ndarray:
-    values = RansDecoder().decode_with_indexes(_guard(payload, indexes.size), indexes.reshape(-1).tolist(),
-                                               *tables)
+def _decode(payload: bytes, indexes: np.ndarray, tables, index_list=None) -> np.ndarray:
+    index_list = indexes.reshape(-1).tolist() if index_list is None else index_list
+    values = RansDecoder().decode_with_indexes(_guard(payload, indexes.size), index_list, *tables)
     return np.asarray(values, dtype=np.int32).reshape(indexes.shape)
 
 

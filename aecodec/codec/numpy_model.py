@@ -45,12 +45,6 @@ class NumpyModel:
     def channels(self) -> int:
         return self.config.M
 
-    @property
-    def short_digest(self) -> bytes:
-        from .weights import DIGEST_BYTES
-
-        return self.digest[:DIGEST_BYTES]
-
     @staticmethod
     def _conv(tensors, prefix: str, k: int, stride: int):
         return ops.conv_weights(tensors[f"{prefix}.weight"], np.float32), tensors[f"{prefix}.bias"].astype(np.float32), \
