@@ -162,3 +162,31 @@ def test_bf16_is_the_default_only_while_its_gradient_is_within_minibatch_noise()
     # bf16's angle to the fp32 gradient well inside the spread between two minibatches
     within_noise = 1 - c["grad_cosine"] < 0.5 * (1 - c["other_batch_grad_cosine"])
     assert within_noise or not TrainConfig().bf16, c
+
+
+def test_state_transfer_split_and_join(photo_dir, tiny_weights, tmp_path):
+    from aecodec.train import transfer
+    from aecodec.errors import AecError
+
+    run = tmp_path / "run"
+    train(run, {**TINY, "data": str(photo_dir)}, init=str(tiny_weights), max_steps=2, quiet=True)
+    state = run / STATE_FILE
+    parts = transfer.split(state, tmp_path / "parts", limit_mib=0.2)
+    assert len(parts) > 2
+    for p in parts:  # within the limit, or a single tensor larger than it
+        assert p.stat().st_size <= 0.2 * 2 ** 20 or len(load_file(str(p))) == 1, p.name
+    joined = transfer.join(list(reversed(parts)), tmp_path / "back" / STATE_FILE)
+    a, b = load_file(str(state)), load_file(str(joined))
+    assert a.keys() == b.keys()
+    for k in a:
+        if k.startswith(("opt.", "aux.")) and a[k].dim() > 0:  # Adam moments travel as bfloat16
+            assert torch.allclose(a[k], b[k], rtol=2 ** -8, atol=0), k
+        else:
+            assert torch.equal(a[k], b[k]), k
+    assert read_meta(joined) == read_meta(state)
+    assert train(tmp_path / "back", {}, max_steps=1, quiet=True) == 3  # the joined state resumes
+    with pytest.raises(AecError, match="missing"):
+        transfer.join(parts[:-1], tmp_path / "x" / STATE_FILE)
+    exact = transfer.split(state, tmp_path / "exact", exact=True)
+    b = load_file(str(transfer.join(exact, tmp_path / "e" / STATE_FILE)))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -88,7 +88,7 @@ def bench_case(shape, dtype, backward: bool):
 
 def train_speed(steps: int = 100, batch: int = 16, crop: int = 256) -> dict:
     from aecodec.codec.model import AecModel
-    from aecodec.train import rd_loss
+    from aecodec.train.step import rd_loss
 
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True

@@ -47,10 +47,13 @@ def cmd_train(args) -> int:
             raise AecError(f"{rdir}: no training state to evaluate")
         trainer, step, _, counters = load_state(path)
         torch.set_num_threads(trainer.cfg.threads or torch.get_num_threads())
-        result, bd, n = _validate(trainer.model, trainer.cfg.data, rdir.parent, trainer.ema)
+        # --data: the run may have trained elsewhere (a GPU host) with the same images at another path
+        data = str(Path(args.data).resolve()) if args.data else trainer.cfg.data
+        result, bd, n = _validate(trainer.model, data, rdir.parent, trainer.ema)
         write_eval(rdir, step, counters, result, bd)
         total = training_totals(step, counters)
-        print(f"{rdir} step {step}, {counters['megapixels']:.0f} Mpx, {counters['cpu_hours']:.2f} CPU core-hours "
+        gpu = f", {60 * counters['gpu_hours']:.1f} GPU minutes" if counters.get("gpu_hours") else ""
+        print(f"{rdir} step {step}, {counters['megapixels']:.0f} Mpx, {counters['cpu_hours']:.2f} CPU core-hours{gpu} "
               f"(with the weights it started from: {total['steps']} steps, {total['megapixels']:.0f} Mpx, "
               f"{total['cpu_hours']:.2f} CPU h), validation (EMA weights, {n} images):")
         print(format_result(result, bd))

@@ -100,6 +100,8 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
     trainer, step, gen, counters = start_or_resume(rdir, cfg_override, init, world, dev)
     cfg = trainer.cfg
     _set_threads(cfg)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest convolution once
     if world.main:
         rdir.mkdir(parents=True, exist_ok=True)
     files, _ = split(list_images(cfg.data))
@@ -134,7 +136,11 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
         nonlocal cpu_mark, wall_mark
         if not world.main:
             return
-        counters["cpu_hours"] += (time.process_time() - cpu_mark) / 3600
+        # on a GPU the host's CPU time says nothing of the work done: count GPU hours there instead
+        if dev.type == "cuda":
+            counters["gpu_hours"] = counters.get("gpu_hours", 0.0) + (time.time() - wall_mark) / 3600
+        else:
+            counters["cpu_hours"] += (time.process_time() - cpu_mark) / 3600
         counters["wall_hours"] += (time.time() - wall_mark) / 3600
         cpu_mark, wall_mark = time.process_time(), time.time()
         save_state(rdir / STATE_FILE, trainer, step, gen, counters)
@@ -144,23 +150,25 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
             stop = flag.stop or (max_minutes is not None and time.time() - t_start > max_minutes * 60)
             if distributed.any_rank(stop, world, dev) or (end_step is not None and step >= end_step):
                 break
-            x = sampler.batch(cfg.batch, gen).to(dev, non_blocking=True)
+            x = sampler.batch(cfg.batch, gen, dev)
             quality = torch.tensor([gen.randint(1, Q) for _ in range(cfg.batch)], device=dev)
             k = draw_k(cfg, M, gen)
             stats = trainer.step(x, quality, k)
             step += 1
             counters["megapixels"] += px / 1e6
             steps_log += 1
-            acc["loss"] += stats["loss"].item()
-            acc["bpp"] += stats["bpp"].mean().item()
-            acc["mse_db"] += (10 * torch.log10(1 / stats["mse"].clamp_min(1e-10))).mean().item()
+            # summed on the device: a .item() per step would stall a GPU on every step
+            acc["loss"] += stats["loss"]
+            acc["bpp"] += stats["bpp"].mean()
+            acc["mse_db"] += (10 * torch.log10(1 / stats["mse"].clamp_min(1e-10))).mean()
             now = time.time()
             if world.main and now - t_log >= log_seconds:
                 rate = steps_log / (now - t_log)
                 row = {"time": int(now), "step": step, "megapixels": round(counters["megapixels"], 1),
-                       "cpu_hours": round(counters["cpu_hours"] + (time.process_time() - cpu_mark) / 3600, 4),
-                       "loss": round(acc["loss"] / steps_log, 4), "bpp": round(acc["bpp"] / steps_log, 4),
-                       "psnr": round(acc["mse_db"] / steps_log, 3), "steps_per_s": round(rate, 3),
+                       "cpu_hours": round(counters["cpu_hours"] + (0.0 if dev.type == "cuda" else
+                                                                      (time.process_time() - cpu_mark) / 3600), 4),
+                       "loss": round(float(acc["loss"]) / steps_log, 4), "bpp": round(float(acc["bpp"]) / steps_log, 4),
+                       "psnr": round(float(acc["mse_db"]) / steps_log, 3), "steps_per_s": round(rate, 3),
                        "mpx_per_s": round(rate * px / 1e6, 4)}
                 writer.writerow(row)
                 log.flush()
