@@ -43,8 +43,9 @@ bench-effort: $(VENV)/.installed
 RUN ?= main
 RUNS ?= $(HOME)/.cache/aecodec/runs
 RUN_DIR := $(RUNS)/$(RUN)
-# recipe flags for `make train`; float32 since 2026-11-26 (the run `main` was saved with bf16 on)
-TRAIN_FLAGS ?= --no-bf16
+# recipe flags for `make train` (a new run: the shipped default + a checkerboard context trained
+# alone on 256x256 crops, float32; a resumed run keeps its stored recipe), docs/training.md
+TRAIN_FLAGS ?= --no-bf16 --context --train-only context. --crop 256
 
 train: $(VENV)/.installed
 	@mkdir -p $(RUN_DIR)

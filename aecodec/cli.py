@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "to evaluate instead of the run")
     t.add_argument("--means", action=argparse.BooleanOptionalAction, default=None,
                    help="new runs only: mean-scale hyperprior, h_s also predicts integer means (default: on)")
+    t.add_argument("--context", action=argparse.BooleanOptionalAction, default=None,
+                   help="new runs only: checkerboard context (He et al. 2021) on the mean-scale hyperprior; "
+                   "a source without one gets it with a zero correction, so coding starts unchanged (default: off)")
+    t.add_argument("--train-only", metavar="PREFIXES",
+                   help="new runs only: train only parameters whose names start with one of these "
+                   "comma-separated prefixes (e.g. 'context.'); the rest stay as loaded")
     t.add_argument("--minutes", type=float, help="stop (and save) after this many minutes (default: until stopped)")
     t.add_argument("--steps", type=_positive_int, help="stop after this many more steps")
     t.add_argument("--evaluate", action="store_true",

@@ -190,3 +190,26 @@ def test_state_transfer_split_and_join(photo_dir, tiny_weights, tmp_path):
     exact = transfer.split(state, tmp_path / "exact", exact=True)
     b = load_file(str(transfer.join(exact, tmp_path / "e" / STATE_FILE)))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_context_run_trains_resumes_and_exports(photo_dir, tiny_weights, tmp_path):
+    """--context on a new run adds the checkerboard context to the source's weights; the run keeps
+    it on resume, refuses to drop it, and exports a model named for it that codes exactly."""
+    rdir = tmp_path / "ctx"
+    args = ["train", str(rdir), "--data", str(photo_dir), "--init", str(tiny_weights), "--steps", "2",
+            "--batch", "2", "--crop", "64", "--threads", "1", "--quiet"]
+    assert cli_main(args + ["--context"]) == 0
+    assert read_meta(rdir / STATE_FILE)["model_config"]["context"] is True
+    assert cli_main(["train", str(rdir), "--steps", "1", "--quiet"]) == 0
+    assert cli_main(["train", str(rdir), "--steps", "1", "--no-context", "--quiet"]) == 1
+    w = tmp_path / "ctx.safetensors"
+    assert cli_main(["export", str(rdir), "-o", str(w), "--default-k", "8"]) == 0
+    loaded = model_from_bytes(w.read_bytes())
+    assert loaded.name == "aec-cb-16-24" and loaded.model.config.context
+    from aecodec.codec.numpy_model import model_from_bytes as numpy_from_bytes
+
+    m, nm = loaded.model, numpy_from_bytes(w.read_bytes())
+    with torch.no_grad():
+        y_hat, z = m.analyze(torch.rand(1, 3, 64, 128), 4, 8)
+    y_bytes, z_bytes = m.encode_latents(y_hat, z)
+    assert np.array_equal(nm.decode_latents(y_bytes, z_bytes, (1, 2)), y_hat[0].permute(1, 2, 0).numpy())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import numpy_ops as ops
-from .config import SYMBOL_LIMIT, ModelConfig
+from .config import CONTEXT_TAPS, SYMBOL_LIMIT, ModelConfig
 from .rans import RansDecoder, RansEncoder
 
 
@@ -34,15 +34,24 @@ class EntropyCoder:
         self.y_tables = _tables(tensors, "gaussian_conditional")
         self.scale_bound = np.float64(tensors["gaussian_conditional.lower_bound_scale.bound"].reshape(-1)[0])
         self.scale_table = tensors["gaussian_conditional.scale_table"].astype(f64)
+        self.context = CheckerboardContext(tensors, config.M) if config.context else None
 
     # ---- the entropy parameters -----------------------------------------------------------
-    def parameters(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """z_hat (N, h, w) -> (table indexes (M, 4h, 4w) int32, integer means or None)."""
+    def hyper_parameters(self, z_hat: np.ndarray) -> np.ndarray:
+        """z_hat (N, h, w) -> h_s's output (M or 2M, 4h, 4w), float64."""
         x = np.ascontiguousarray(z_hat.transpose(1, 2, 0), dtype=np.float64)
         for phases, bias in self.h_s[:2]:
             x = ops.relu(ops.deconv(x, phases, bias))
         wm, bias = self.h_s[2]
-        params = ops.conv(x, wm, bias, 3, 1).transpose(2, 0, 1)
+        return ops.conv(x, wm, bias, 3, 1).transpose(2, 0, 1)
+
+    def parameters(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """z_hat (N, h, w) -> (table indexes (M, 4h, 4w) int32, integer means or None), from the
+        hyperprior alone (with a context: the anchors' parameters)."""
+        return self._indexes_means(self.hyper_parameters(z_hat))
+
+    def _indexes_means(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(M or 2M, ...) parameters -> (table indexes int32, integer means float32 or None)."""
         M = self.config.M
         scales = np.maximum(params[:M], 0)
         # the index of a scale: how many table entries (all but the last) lie below it
@@ -58,14 +67,22 @@ class EntropyCoder:
     # ---- coding -----------------------------------------------------------------------------
     def encode(self, y_hat: np.ndarray, z: np.ndarray) -> tuple[bytes, bytes]:
         """k-sparse integer latents y_hat (M, h, w) and hyper-latents z (N, h/4, w/4), float32
-        -> (y bytes, z bytes)."""
+        -> (y bytes, z bytes). With a checkerboard context the y stream holds the anchors first,
+        then the other positions (whose parameters depend on the decoded anchors)."""
         if not (np.all(np.abs(y_hat) < SYMBOL_LIMIT) and np.all(np.abs(z) < SYMBOL_LIMIT - 1024)):
             raise ValueError("latents out of the coder's range")
         z_symbols = np.round(z.astype(np.float32) - self.medians[:, None, None]).astype(np.int32)
         z_bytes = _encode(z_symbols, self._z_indexes(z.shape), self.z_tables)
-        indexes, means = self.parameters(self._z_hat(z_symbols))
-        y_bytes = _encode(self._y_symbols(y_hat, means), indexes, self.y_tables)
-        return y_bytes, z_bytes
+        params = self.hyper_parameters(self._z_hat(z_symbols))
+        if self.context is None:
+            indexes, means = self._indexes_means(params)
+            return _encode(self._y_symbols(y_hat, means), indexes, self.y_tables), z_bytes
+        anchors = checkerboard(*y_hat.shape[1:])
+        ix_a, m_a = self._indexes_means(params[:, anchors])
+        ix_n, m_n = self._indexes_means(self.context.correct(params, y_hat, anchors))
+        symbols = np.concatenate([self._y_symbols(y_hat[:, anchors], m_a).ravel(),
+                                  self._y_symbols(y_hat[:, ~anchors], m_n).ravel()])
+        return _encode(symbols, np.concatenate([ix_a.ravel(), ix_n.ravel()]), self.y_tables), z_bytes
 
     def decode(self, y_bytes: bytes, z_bytes: bytes, z_shape: tuple[int, int]) -> np.ndarray:
         """-> y_hat (M, 4h, 4w) float32. Each stream must be canonical: re-encoding the decoded
@@ -80,13 +97,32 @@ class EntropyCoder:
             raise ValueError("hyper-latent stream decodes out of range")
         if _encode(z_symbols, z_indexes, self.z_tables, z_list) != z_bytes:
             raise ValueError("hyper-latent stream does not decode cleanly")
-        indexes, means = self.parameters(self._z_hat(z_symbols))
-        y_list = indexes.reshape(-1).tolist()
-        symbols = _decode(y_bytes, indexes, self.y_tables, y_list)
-        y_hat = symbols.astype(np.float32) if means is None else symbols.astype(np.float32) + means
-        if not np.all(np.abs(y_hat) < SYMBOL_LIMIT):
-            raise ValueError("latent stream decodes out of range")
-        if _encode(self._y_symbols(y_hat, means), indexes, self.y_tables, y_list) != y_bytes:
+        params = self.hyper_parameters(self._z_hat(z_symbols))
+        if self.context is None:
+            indexes, means = self._indexes_means(params)
+            y_list = indexes.reshape(-1).tolist()
+            symbols = _decode(y_bytes, indexes, self.y_tables, y_list)
+            y_hat = symbols.astype(np.float32) if means is None else symbols.astype(np.float32) + means
+            _check_range(y_hat)
+            if _encode(self._y_symbols(y_hat, means), indexes, self.y_tables, y_list) != y_bytes:
+                raise ValueError("latent stream does not decode cleanly")
+            return y_hat
+        M, h, w = self.config.M, params.shape[1], params.shape[2]
+        anchors = checkerboard(h, w)
+        decoder = RansDecoder()
+        decoder.set_stream(_guard(y_bytes, M * h * w))
+        y_hat = np.zeros((M, h, w), np.float32)
+        ix_a, m_a = self._indexes_means(params[:, anchors])
+        list_a = ix_a.ravel().tolist()
+        sym_a = np.asarray(decoder.decode_stream(list_a, *self.y_tables), np.int32)
+        y_hat[:, anchors] = sym_a.reshape(ix_a.shape) + m_a
+        _check_range(y_hat)
+        ix_n, m_n = self._indexes_means(self.context.correct(params, y_hat, anchors))
+        list_n = ix_n.ravel().tolist()
+        sym_n = np.asarray(decoder.decode_stream(list_n, *self.y_tables), np.int32)
+        y_hat[:, ~anchors] = sym_n.reshape(ix_n.shape) + m_n
+        _check_range(y_hat)
+        if _encode(np.concatenate([sym_a, sym_n]), None, self.y_tables, list_a + list_n) != y_bytes:
             raise ValueError("latent stream does not decode cleanly")
         return y_hat
 
@@ -101,6 +137,51 @@ class EntropyCoder:
     def _z_indexes(shape) -> np.ndarray:
         n, h, w = shape  # one table per channel
         return np.broadcast_to(np.arange(n, dtype=np.int32)[:, None, None], (n, h, w))
+
+
+def checkerboard(h: int, w: int) -> np.ndarray:
+    """(h, w) bool: the anchors ((row + col) even), as layers.anchor_mask."""
+    return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 0
+
+
+class CheckerboardContext:
+    """layers.CheckerboardContext in float64, evaluated at the non-anchor positions only."""
+
+    TAPS = CONTEXT_TAPS
+    CHUNK = 2048  # positions per block: the gathered taps of a block take ~38 MB for M = 192
+
+    def __init__(self, tensors: dict[str, np.ndarray], M: int):
+        f64 = np.float64
+        taps = tensors["context.ctx_weight"].astype(f64)  # (2M, M, 12)
+        if taps.shape != (2 * M, M, len(self.TAPS)):
+            raise ValueError("context weights do not fit the model")
+        self.ctx_w = np.ascontiguousarray(np.concatenate([taps[:, :, t] for t in range(len(self.TAPS))], axis=1))
+        self.ctx_b = tensors["context.ctx_bias"].astype(f64)[:, None]
+        self.ep = [(tensors[f"context.ep.{i}.weight"].astype(f64)[:, :, 0, 0], tensors[f"context.ep.{i}.bias"].astype(f64)[:, None])
+                   for i in (0, 2, 4)]
+
+    def correct(self, params: np.ndarray, y_hat: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """params (2M, h, w) from h_s, y_hat (M, h, w) whose anchors are decoded -> the non-anchors'
+        parameters (2M, P), P in row-major order of the non-anchor positions."""
+        ya = np.pad(np.where(anchors, y_hat, 0).astype(np.float64), ((0, 0), (2, 2), (2, 2)))
+        iy, ix = np.nonzero(~anchors)
+        base = params[:, iy, ix]
+        out = np.empty_like(base)
+        for a in range(0, iy.size, self.CHUNK):
+            py, px = iy[a:a + self.CHUNK] + 2, ix[a:a + self.CHUNK] + 2
+            cols = np.concatenate([ya[:, py + dy, px + dx] for dy, dx in self.TAPS], axis=0)
+            x = np.concatenate([base[:, a:a + self.CHUNK], self.ctx_w @ cols + self.ctx_b], axis=0)
+            for i, (wm, b) in enumerate(self.ep):
+                x = wm @ x + b
+                if i < 2:
+                    ops.relu(x)
+            out[:, a:a + self.CHUNK] = base[:, a:a + self.CHUNK] + x
+        return out
+
+
+def _check_range(y_hat: np.ndarray) -> None:
+    if not np.all(np.abs(y_hat) < SYMBOL_LIMIT):
+        raise ValueError("latent stream decodes out of range")
 
 
 def _tables(tensors, prefix: str) -> tuple[list, list, list]:

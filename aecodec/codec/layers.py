@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .compressai_parts import GDN as _CompressaiGDN
+from .config import CONTEXT_TAPS
 from .numpy_ops import POLYPHASE_TAPS
 
 _ROWS = 4096  # pixels per block: a block's activations stay in cache between the GDN's steps
@@ -58,3 +59,48 @@ class Deconv(torch.nn.ConvTranspose2d):
             phases[:, r, s, :, t, u] = w[:, :, a, b].t()
         weight = phases.reshape(4 * c_out, c_in, 3, 3).contiguous(memory_format=torch.channels_last)
         return weight, self.bias.repeat_interleave(4)
+
+
+def anchor_mask(h: int, w: int, device=None) -> torch.Tensor:
+    """(1, 1, h, w) float: 1 at the checkerboard's anchors ((row + col) even), coded first."""
+    i = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
+    return ((i % 2) == 0).float()[None, None]
+
+
+
+
+class CheckerboardContext(torch.nn.Module):
+    """Checkerboard context (He et al. 2021): the anchors (half the latent positions) are coded
+    with the hyperprior's parameters alone; the other half then also see the decoded anchors
+    around them, through a 5x5 convolution over the 12 anchor taps (`ctx_weight`, M -> 2M) and
+    1x1 layers (`ep`) that correct the hyperprior's scales and means. The correction's last layer
+    starts at zero, so a model gains a context with its coding unchanged and learns to use it.
+    Coding computes the same network in float64 (entropy_coder.py)."""
+
+    def __init__(self, M: int):
+        super().__init__()
+        self.ctx_weight = torch.nn.Parameter(torch.empty(2 * M, M, len(CONTEXT_TAPS)))
+        self.ctx_bias = torch.nn.Parameter(torch.zeros(2 * M))
+        bound = 1 / (M * len(CONTEXT_TAPS)) ** 0.5  # Conv2d's default scale for this fan-in
+        torch.nn.init.uniform_(self.ctx_weight, -bound, bound)
+        self.ep = torch.nn.Sequential(
+            torch.nn.Conv2d(4 * M, 10 * M // 3, 1), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(10 * M // 3, 8 * M // 3, 1), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(8 * M // 3, 2 * M, 1),
+        )
+        torch.nn.init.zeros_(self.ep[-1].weight)
+        torch.nn.init.zeros_(self.ep[-1].bias)
+
+    def kernel(self) -> torch.Tensor:
+        """The (2M, M, 5, 5) convolution kernel: the taps in place, zeros elsewhere."""
+        o, c, _ = self.ctx_weight.shape
+        where = torch.tensor([(dy + 2) * 5 + dx + 2 for dy, dx in CONTEXT_TAPS], device=self.ctx_weight.device)
+        return self.ctx_weight.new_zeros(o, c, 25).index_copy(2, where, self.ctx_weight).view(o, c, 5, 5)
+
+    def forward(self, params: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        """params: h_s's output (B, 2M, h, w); y_hat: the quantized latents (only the anchors are
+        read) -> the parameters with the non-anchors' corrected."""
+        anchors = anchor_mask(*y_hat.shape[-2:], device=y_hat.device)
+        ctx = torch.nn.functional.conv2d(y_hat * anchors, self.kernel(), self.ctx_bias, padding=2)
+        delta = self.ep(torch.cat([params, ctx], dim=1))
+        return params + delta * (1 - anchors)

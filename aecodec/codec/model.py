@@ -6,6 +6,10 @@ for variable rate (Cui et al. 2021) and the k-sparse gating + quantization laten
                        +-> h_a -> z -> z_hat --(EntropyBottleneck)--> bytes, h_s(z_hat) = scales
     y_hat -> * inv_gain[q] -> g_s -> x_hat
 
+A model may add a checkerboard context (config.context, layers.CheckerboardContext): half of y's
+positions are then coded with h_s's parameters alone, the other half with parameters corrected
+from those decoded neighbours.
+
 One network covers the eight quality levels: quality q selects a per-channel gain vector that sets
 the quantization step of y (larger gain, finer step, more bits). k, the number of channels kept per
 latent position, is a run-time knob.
@@ -22,12 +26,12 @@ from ..kernels import gate_quantize
 from .compressai_parts import EntropyBottleneck, GaussianConditional
 from .config import LAMBDAS, PAD, QUALITIES, SYMBOL_LIMIT, ModelConfig  # noqa: F401 (re-exported)
 from .entropy_coder import EntropyCoder
-from .layers import GDN, Deconv
+from .layers import GDN, CheckerboardContext, Deconv
 
 # The Gaussian conditional's scale table: 64 log-spaced scales, as in Balle's and CompressAI's models.
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 64
 _CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
-_CODING_PREFIXES = ("h_s.", "entropy_bottleneck.", "gaussian_conditional.")
+_CODING_PREFIXES = ("h_s.", "context.", "entropy_bottleneck.", "gaussian_conditional.")
 
 
 def get_scale_table() -> torch.Tensor:
@@ -75,6 +79,10 @@ class AecModel(nn.Module):
             conv(N, 2 * M if config.means else M, stride=1, kernel_size=3),
             *([] if config.means else [nn.ReLU(inplace=True)]),
         )
+        if config.context:
+            if not config.means:
+                raise ValueError("the checkerboard context needs a mean-scale model")
+            self.context = CheckerboardContext(M)
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
         # log-spaced initial gains: quality 1 quantizes coarsest.
@@ -126,7 +134,8 @@ class AecModel(nn.Module):
         y_noisy, y_ste = gate_quantize(y.float() * g, k, mode="mixed", noise=noise)
         z = self.h_a(y_noisy.abs())
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        scales, means = self.entropy_parameters(self.h_s(z_hat))
+        # the context reads the quantized anchors, exactly what the decoder will have decoded
+        scales, means = self.y_parameters(self.h_s(z_hat), y_ste)
         if means is not None:  # rounded as the coder rounds them; gradients pass straight through
             means = means + (torch.round(means) - means).detach()
         y_likelihoods = self.gaussian_conditional._likelihood(y_noisy, scales, means)
@@ -164,6 +173,13 @@ class AecModel(nn.Module):
             return params, None
         scales, means = params.chunk(2, dim=1)
         return torch.relu(scales), means
+
+    def y_parameters(self, params: torch.Tensor, y_hat: torch.Tensor):
+        """h_s output and the quantized latents (read only by a checkerboard context, at the
+        anchors) -> (scales, means or None)."""
+        if self.config.context:
+            params = self.context(params, y_hat)
+        return self.entropy_parameters(params)
 
     def entropy_coder(self) -> EntropyCoder:
         """The numpy entropy coder (float64 h_s, CDF tables, rANS) for the current weights."""

@@ -51,11 +51,15 @@ def rd_lambda(quality: int | float) -> float:
     return math.exp((1 - t) * math.log(LAMBDAS[lo - 1]) + t * math.log(LAMBDAS[min(lo, len(LAMBDAS) - 1)]))
 
 
-def _entropy_parameters(model: AecModel, z: torch.Tensor):
-    """(scales, integer means or None) for y from the continuous z, rounded as the coder does."""
+def _hyper_parameters(model: AecModel, z: torch.Tensor) -> torch.Tensor:
+    """h_s's output for the continuous z, rounded as the coder rounds it."""
     medians = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
-    z_hat = torch.round(z - medians) + medians
-    scales, means = model.entropy_parameters(model.h_s(z_hat))
+    return model.h_s(torch.round(z - medians) + medians)
+
+
+def _entropy_parameters(model: AecModel, params: torch.Tensor, y: torch.Tensor):
+    """(scales, integer means or None) for y; a checkerboard context reads y's anchors."""
+    scales, means = model.y_parameters(params, y)
     return scales, (torch.round(means) if means is not None else None)
 
 
@@ -112,7 +116,8 @@ def refine(model: AecModel, x: torch.Tensor, size: tuple[int, int], y_scaled: to
         y_var = y_scaled.clone().requires_grad_(True)
         _, ig = model._gains(quality, x.device)
         with torch.no_grad():
-            scales, means = _entropy_parameters(model, z)
+            params = _hyper_parameters(model, z)
+            scales, means = _entropy_parameters(model, params, y_var)
         opt = torch.optim.Adam([y_var], lr=LEARNING_RATE)
         zeros = torch.zeros_like(y_var)
         gen = torch.Generator().manual_seed(SEED)
@@ -121,6 +126,8 @@ def refine(model: AecModel, x: torch.Tensor, size: tuple[int, int], y_scaled: to
             with torch.no_grad():  # the gate: which channels this y keeps
                 kept = (gate_quantize(y_var, k, mode="mixed", noise=zeros)[0] != 0).float()
             y_soft = _soft_round(y_var, TEMPERATURE * math.exp(-step / ANNEAL_STEPS), gen) * kept
+            if model.config.context:  # the non-anchors' parameters follow the anchors being refined
+                scales, means = _entropy_parameters(model, params, y_soft)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=low_precision):
                 x_hat = model.g_s(y_soft * ig)[:, :, :h, :w]
             loss = _bits(model, y_soft, scales, means) / (h * w) + lam * 255 ** 2 * F.mse_loss(x_hat, x)

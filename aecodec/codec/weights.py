@@ -16,7 +16,7 @@ from ..errors import AecError
 from .config import ModelConfig
 from .zoo import DEFAULT_MODEL, shipped_model_bytes, shipped_models  # noqa: F401 (re-exported)
 DIGEST_BYTES = 8
-_FP16_SUFFIXES = (".weight", ".bias")  # conv kernels and biases; GDN/entropy/gain params stay float32
+_FP16_SUFFIXES = (".weight", ".bias", ".ctx_weight", ".ctx_bias")  # conv kernels and biases; GDN/entropy/gain params stay float32
 
 
 def digest(data: bytes) -> bytes:
@@ -24,7 +24,7 @@ def digest(data: bytes) -> bytes:
 
 
 def _is_half_safe(name: str) -> bool:
-    return name.startswith(("g_a.", "g_s.", "h_a.", "h_s.")) and name.endswith(_FP16_SUFFIXES)
+    return name.startswith(("g_a.", "g_s.", "h_a.", "h_s.", "context.")) and name.endswith(_FP16_SUFFIXES)
 
 
 def export_bytes(model, name: str, default_k: list[int], extra: dict | None = None) -> bytes:

@@ -110,14 +110,15 @@ def rank_generator(seed: int, rank: int, step: int) -> random.Random:
     return random.Random(f"{seed}/{rank}/{step}")
 
 
-def initial_model(init: str | None, means: bool | None = None) -> AecModel:
+def initial_model(init: str | None, means: bool | None = None, context: bool | None = None) -> AecModel:
     """A model to start a new run from: exported weights or a run state's EMA weights (a path), a
     shipped model name, or "scratch". The default is the shipped default model, so a machine that
     lost its run directory continues from what the repository ships. means=True asks for a
     mean-scale model; a scale-only source then gets a zero-initialized mean head, so the trained
-    transforms carry over. means=None keeps the source's architecture."""
+    transforms carry over. context=True adds a checkerboard context likewise (its correction
+    starts at zero). None keeps the source's architecture."""
     if init == "scratch":
-        return AecModel(ModelConfig(means=bool(means)))
+        return AecModel(ModelConfig(means=bool(means) or bool(context), context=bool(context)))
     if init is None or init in _shipped_names():
         data, sha = shipped_model_bytes(init or DEFAULT_MODEL)
         source = model_from_bytes(data, expected_sha256=sha).model
@@ -141,6 +142,17 @@ def initial_model(init: str | None, means: bool | None = None) -> AecModel:
         state = with_mean_head(state, config.M)
     elif config.means and means is False:
         raise AecError(f"{init}: a mean-scale model cannot start a scale-only run")
+    if context and not config.context:
+        if not config.means:
+            raise AecError("the checkerboard context needs a mean-scale model (--means)")
+        config = dataclasses.replace(config, context=True)
+        model = AecModel(config)  # the context's last layer starts at zero: coding is unchanged
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("context.") for k in missing):
+            raise AecError(f"{init}: weights do not fit the model")
+        return model
+    if config.context and context is False:
+        raise AecError(f"{init}: a model with a context cannot start a run without one")
     model = AecModel(config)
     model.load_state_dict(state)
     return model

@@ -13,7 +13,7 @@ from .config import TrainConfig
 from .data import validation_set
 from .evaluate import bd_vs_jpeg2000, coding_copy, evaluate, format_result, jpeg2000_anchor
 
-_RECIPE_FLAGS = ("means", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "threads", "seed")
+_RECIPE_FLAGS = ("means", "context", "train_only", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "threads", "seed")
 
 
 def _overrides(args) -> dict:
@@ -97,6 +97,6 @@ def cmd_export(args) -> int:
     if not math.prod(1 <= k <= model.config.M for k in default_k) or len(default_k) != model.config.qualities:
         raise AecError(f"--default-k needs {model.config.qualities} values in 1..{model.config.M}")
     c = model.config
-    name = args.name or f"aec-{'msh' if c.means else 'hp'}-{c.N}-{c.M}"
+    name = args.name or f"aec-{'cb' if c.context else 'msh' if c.means else 'hp'}-{c.N}-{c.M}"
     write_weights(coder, Path(args.output), name, default_k, extra, args.force, args.register)
     return 0

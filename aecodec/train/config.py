@@ -15,6 +15,10 @@ RUNS_DIR = Path(os.environ.get("AECODEC_RUNS", Path.home() / ".cache" / "aecodec
 class TrainConfig:
     data: str = "../shared/data/train"
     means: bool = True           # mean-scale hyperprior (integer means); see docs/training.md
+    context: bool = False        # checkerboard context on top of the mean-scale hyperprior
+    # comma-separated parameter-name prefixes: train only these (e.g. "context." to fit a new
+    # context to trained transforms: no gradient flows through g_a/g_s, ~3x the steps); "" = all
+    train_only: str = ""
     batch: int = 8
     crop: int = 128
     lr: float = 2e-4            # constant: an open-ended run; EMA weights are what gets exported

@@ -45,7 +45,10 @@ def _set_threads(cfg: TrainConfig) -> None:
 def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: World, device: torch.device):
     path = rdir / STATE_FILE
     if path.exists():
-        if "means" in cfg_override and cfg_override["means"] != read_meta(path)["config"].get("means", False):
+        stored = read_meta(path)["config"]
+        defaults = TrainConfig()
+        if any(key in cfg_override and cfg_override[key] != stored.get(key, getattr(defaults, key))
+               for key in ("means", "context", "train_only")):
             raise AecError(f"{rdir}: a run keeps its architecture; start a new run (another name) with --init")
         trainer, step, gen, counters = load_state(path, cfg_override, world, device)
         if world.main:
@@ -53,7 +56,7 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
                   f"{counters['cpu_hours']:.2f} CPU h)", flush=True)
         return trainer, step, gen, counters
     cfg = TrainConfig.from_dict(cfg_override)
-    model: AecModel = initial_model(init, means=cfg.means)
+    model: AecModel = initial_model(init, means=cfg.means, context=cfg.context)
     if world.main:
         torch.manual_seed(cfg.seed)
         gen = random.Random(cfg.seed)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.model import LAMBDAS, AecModel
+from ..errors import AecError
 from .config import TrainConfig
 from .distributed import World, average_gradients, wrap
 
@@ -44,7 +45,12 @@ class Trainer:
         self.world = world
         self.net = wrap(self.model, world, device)  # what the forward pass runs through
         named = list(model.named_parameters())
-        self.params = [p for n, p in named if not n.endswith(".quantiles")]
+        prefixes = tuple(p for p in cfg.train_only.split(",") if p)
+        for n, p in named:  # the entropy bottleneck's quantiles (coding tables only) always train
+            p.requires_grad_(not prefixes or n.startswith(prefixes) or n.endswith(".quantiles"))
+        if prefixes and not any(p.requires_grad for n, p in named if not n.endswith(".quantiles")):
+            raise AecError(f"--train-only {cfg.train_only!r} matches no parameter of the model")
+        self.params = [p for n, p in named if not n.endswith(".quantiles") and p.requires_grad]
         self.aux_params = [p for n, p in named if n.endswith(".quantiles")]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
         self.aux_opt = torch.optim.Adam(self.aux_params, lr=cfg.aux_lr)
