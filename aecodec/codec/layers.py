@@ -90,12 +90,14 @@ class CheckerboardContext(torch.nn.Module):
         )
         torch.nn.init.zeros_(self.ep[-1].weight)
         torch.nn.init.zeros_(self.ep[-1].bias)
+        # where each tap sits in the flattened 5x5 window (not saved: derived from CONTEXT_TAPS)
+        self.register_buffer("tap_index", torch.tensor([(dy + 2) * 5 + dx + 2 for dy, dx in CONTEXT_TAPS]),
+                             persistent=False)
 
     def kernel(self) -> torch.Tensor:
         """The (2M, M, 5, 5) convolution kernel: the taps in place, zeros elsewhere."""
         o, c, _ = self.ctx_weight.shape
-        where = torch.tensor([(dy + 2) * 5 + dx + 2 for dy, dx in CONTEXT_TAPS], device=self.ctx_weight.device)
-        return self.ctx_weight.new_zeros(o, c, 25).index_copy(2, where, self.ctx_weight).view(o, c, 5, 5)
+        return self.ctx_weight.new_zeros(o, c, 25).index_copy(2, self.tap_index, self.ctx_weight).view(o, c, 5, 5)
 
     def forward(self, params: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
         """params: h_s's output (B, 2M, h, w); y_hat: the quantized latents (only the anchors are

@@ -142,18 +142,16 @@ def initial_model(init: str | None, means: bool | None = None, context: bool | N
         state = with_mean_head(state, config.M)
     elif config.means and means is False:
         raise AecError(f"{init}: a mean-scale model cannot start a scale-only run")
-    if context and not config.context:
+    adding_context = bool(context) and not config.context
+    if adding_context:
         if not config.means:
             raise AecError("the checkerboard context needs a mean-scale model (--means)")
         config = dataclasses.replace(config, context=True)
-        model = AecModel(config)  # the context's last layer starts at zero: coding is unchanged
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("context.") for k in missing):
-            raise AecError(f"{init}: weights do not fit the model")
-        return model
-    if config.context and context is False:
+    elif config.context and context is False:
         raise AecError(f"{init}: a model with a context cannot start a run without one")
     model = AecModel(config)
+    if adding_context:  # the new context keeps its initialisation (a zero correction): coding is unchanged
+        state = {**{k: v for k, v in model.state_dict().items() if k.startswith("context.")}, **state}
     model.load_state_dict(state)
     return model
 
