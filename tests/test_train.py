@@ -9,6 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from aecodec.cli import main as cli_main
+from aecodec.errors import AecError
 from aecodec.codec.model import AecModel, ModelConfig
 from aecodec.codec.weights import export_bytes, model_from_bytes
 from aecodec.train import data as tdata
@@ -213,3 +214,25 @@ def test_cli_context_run_trains_resumes_and_exports(photo_dir, tiny_weights, tmp
         y_hat, z = m.analyze(torch.rand(1, 3, 64, 128), 4, 8)
     y_bytes, z_bytes = m.encode_latents(y_hat, z)
     assert np.array_equal(nm.decode_latents(y_bytes, z_bytes, (1, 2)), y_hat[0].permute(1, 2, 0).numpy())
+
+
+def test_a_run_whose_loss_turns_nan_stops_without_saving(photo_dir, tiny_weights, tmp_path):
+    """A NaN loss poisons the weights at once: the run must stop and keep its last good state."""
+    cfg = {**TINY, "data": str(photo_dir)}
+    rdir = tmp_path / "r"
+    assert train(rdir, cfg, init=str(tiny_weights), max_steps=2, quiet=True) == 2
+    good = _model_tensors(rdir)
+    with pytest.raises(AecError, match="not finite at step 4"):
+        train(rdir, {"lr": 1e30}, max_steps=2, quiet=True)  # step 3 moves the weights by ~1e30: step 4 overflows
+    assert read_meta(rdir / STATE_FILE)["step"] == 2
+    after = _model_tensors(rdir)
+    assert all(torch.equal(good[k], after[k]) for k in good)
+    # a poisoned starting point is caught on its first step, before any state exists
+    m = model_from_bytes(tiny_weights.read_bytes()).model
+    with torch.no_grad():
+        m.g_a[0].weight[0, 0, 0, 0] = float("nan")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(export_bytes(m, "tiny", [12] * 8))
+    with pytest.raises(AecError, match="not finite at step 1"):
+        train(tmp_path / "new", cfg, init=str(bad), max_steps=5, quiet=True)
+    assert not (tmp_path / "new" / STATE_FILE).exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 import signal
@@ -28,6 +29,7 @@ from .config import RUNS_DIR, TrainConfig
 from .data import CropSampler, split
 from .step import Trainer, draw_k
 
+FINITE_CHECK_STEPS = 100  # how often the loss is checked for NaN (a check syncs a GPU)
 LOG_FIELDS = ["time", "step", "megapixels", "cpu_hours", "loss", "bpp", "psnr", "steps_per_s", "mpx_per_s"]
 
 
@@ -134,6 +136,7 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
     steps_log, acc = 0, {"loss": 0.0, "bpp": 0.0, "mse_db": 0.0}
 
     cpu_mark, wall_mark = time.process_time(), time.time()  # counted into `counters` up to here
+    first_step, diverged, stats = step, None, None
 
     def save():
         nonlocal cpu_mark, wall_mark
@@ -158,6 +161,10 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
             k = draw_k(cfg, M, gen)
             stats = trainer.step(x, quality, k)
             step += 1
+            # once a loss is NaN or infinite the weights are too: stop before that state is saved
+            if (step - first_step) % FINITE_CHECK_STEPS == 1 and not _finite(stats):
+                diverged = step
+                break
             counters["megapixels"] += px / 1e6
             steps_log += 1
             # summed on the device: a .item() per step would stall a GPU on every step
@@ -179,16 +186,29 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
                     print(" ".join(f"{k}={v}" for k, v in row.items() if k != "time"), flush=True)
                 t_log, steps_log, acc = now, 0, dict.fromkeys(acc, 0.0)
             if now - t_save >= save_minutes * 60:
+                if not _finite(stats):
+                    diverged = step
+                    break
                 save()
                 t_save = now
     finally:
-        save()
+        if diverged is None and not _finite(stats):
+            diverged = step
+        if diverged is None:
+            save()
         flag.restore()
         if log:
             log.close()
+    if diverged is not None:
+        raise AecError(f"the training loss is not finite at step {diverged} (NaN or infinite): stopped "
+                       f"without saving it; the run keeps its last good save. Check --init and --lr")
     if world.main:
         print(f"saved {rdir / STATE_FILE} at step {step}", flush=True)
     return step
+
+
+def _finite(stats: dict | None) -> bool:
+    return stats is None or math.isfinite(float(stats["loss"]))
 
 
 def write_eval(rdir: Path, step: int, counters: dict, result: dict, bd: float) -> None:
