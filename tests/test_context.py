@@ -123,3 +123,28 @@ def test_context_trains_and_refines(ctx_model):
     best = refine(ctx_model, torch.rand(1, 3, PAD, PAD), (PAD, PAD), y_scaled, ctx_model.h_a(y_hat.abs()), 6, 16, 1,
                   real_cost)
     assert len(costs) > 1 and real_cost(*best) == min(costs)
+
+
+def test_training_only_the_context_skips_synthesis_with_the_same_gradient(ctx_model):
+    """--train-only context.: g_s runs on every 8th step only; the context's gradient is unchanged."""
+    from aecodec.train.config import TrainConfig
+    from aecodec.train.step import SYNTHESIS_EVERY, Trainer
+
+    x, q = torch.rand(2, 3, 64, 64), torch.tensor([2, 7])
+    noise = torch.rand(2, 24, 4, 4) - 0.5
+    grads, g_s_runs = [], []
+    for skip in (False, True):
+        m = AecModel(TINY)
+        m.load_state_dict(ctx_model.state_dict())
+        m.g_s.register_forward_hook(lambda *a: g_s_runs.append(skip))
+        t = Trainer(m.train(), TrainConfig(train_only="context."))
+        assert t.rate_only
+        t.steps = 1 if skip else 0  # the first step always synthesizes (the logged PSNR needs one)
+        t.last_mse = torch.tensor(0.01)
+        t.opt.step = lambda: None  # keep the weights: compare gradients only
+        torch.manual_seed(1)
+        t.step(x, q, 12, noise=noise)
+        grads.append({n: p.grad.clone() for n, p in m.context.named_parameters()})
+    assert all(torch.allclose(grads[0][n], grads[1][n], rtol=0, atol=0) for n in grads[0])
+    assert g_s_runs == [False] and SYNTHESIS_EVERY > 1
+    assert not Trainer(AecModel(TINY), TrainConfig()).rate_only

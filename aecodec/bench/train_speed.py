@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import random
 import time
 
@@ -22,7 +21,7 @@ from ..train.config import TrainConfig
 from ..train.data import CropSampler, split
 from ..train.step import Trainer, draw_k, rd_loss
 
-# (label, bf16, channels_last, compile, threads, batch, crop)
+# (label, bf16, channels_last, compile, threads, batch, crop[, train_only: a context model, only that trains])
 CONFIGS = [
     ("fp32", False, True, False, 0, 8, 128),
     ("fp32 contiguous", False, False, False, 0, 8, 128),
@@ -34,22 +33,25 @@ CONFIGS = [
     ("bf16 batch 16", True, True, False, 0, 16, 128),
     ("bf16 crop 192", True, True, False, 0, 4, 192),
     ("bf16 crop 256", True, True, False, 0, 2, 256),
+    ("fp32 crop 256 full", False, True, False, 0, 8, 256),
+    ("fp32 crop 256 context-only", False, True, False, 0, 8, 256, "context."),
 ]
 
 
-def _model(channels_last: bool) -> AecModel:
-    from ..codec.weights import DEFAULT_MODEL, load_model
+def _model(channels_last: bool, context: bool = False) -> AecModel:
+    from ..train.checkpoint import initial_model
 
-    m = copy.deepcopy(load_model(DEFAULT_MODEL).model).train()
+    m = initial_model(None, context=context or None).train()  # the shipped default, a context added
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
-def time_config(files, label, bf16, channels_last, compile_, threads, batch, crop, seconds) -> dict:
+def time_config(files, label, bf16, channels_last, compile_, threads, batch, crop, train_only="", *,
+                seconds) -> dict:
     import os
 
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    cfg = TrainConfig(batch=batch, crop=crop, bf16=bf16)
-    trainer = Trainer(_model(channels_last), cfg)
+    cfg = TrainConfig(batch=batch, crop=crop, bf16=bf16, train_only=train_only)
+    trainer = Trainer(_model(channels_last, context=bool(train_only)), cfg)
     if compile_:
         trainer.model.g_a.compile()  # in place: parameter names (and the EMA's keys) stay
         trainer.model.g_s.compile()

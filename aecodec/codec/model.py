@@ -115,13 +115,14 @@ class AecModel(nn.Module):
 
     # ---- training -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, quality: torch.Tensor, k: int, autocast: torch.dtype | None = None,
-                noise: torch.Tensor | None = None):
+                noise: torch.Tensor | None = None, synthesis: bool = True):
         """Training/evaluation pass with noise-quantized likelihoods.
 
         quality: (B,) integers in 1..Q, one per image. Returns x_hat and the likelihoods of y, z.
         autocast: run g_a and g_s (nearly all of the arithmetic) in this dtype, e.g. torch.bfloat16
         on a CPU with AVX512_BF16; the latent path, the hyperprior and the likelihoods stay float32.
         noise: the latent path's uniform noise (shaped like y), drawn with torch.rand when None.
+        synthesis=False skips g_s (x_hat is None): training only the entropy model needs the rate alone.
         """
         lowp = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
         # g_a's first layer stays float32: its weight gradient (the largest of the model) is a sum
@@ -140,9 +141,11 @@ class AecModel(nn.Module):
             means = means + (torch.round(means) - means).detach()
         y_likelihoods = self.gaussian_conditional._likelihood(y_noisy, scales, means)
         y_likelihoods = self.gaussian_conditional.likelihood_lower_bound(y_likelihoods)
-        with lowp():
-            x_hat = self.g_s(y_ste * ig)
-        return {"x_hat": x_hat.float(), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        x_hat = None
+        if synthesis:
+            with lowp():
+                x_hat = self.g_s(y_ste * ig).float()
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     # ---- coding ---------------------------------------------------------------------------
     def update(self, scale_table=None, force=False, update_quantiles=False) -> bool:

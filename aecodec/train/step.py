@@ -17,14 +17,21 @@ from .config import TrainConfig
 from .distributed import World, average_gradients, wrap
 
 
-def rd_loss(out: dict, x: torch.Tensor, quality: torch.Tensor):
-    """mean over the batch of lambda[q] * 255^2 * MSE + bpp; returns (loss, bpp (B,), mse (B,))."""
+def rd_loss(out: dict, x: torch.Tensor, quality: torch.Tensor, mse: torch.Tensor | None = None):
+    """mean over the batch of lambda[q] * 255^2 * MSE + bpp; returns (loss, bpp (B,), mse (B,)).
+    Without out["x_hat"] (synthesis skipped) the given mse stands in: a constant for the gradient."""
     n_pix = x.shape[2] * x.shape[3]
     bits = sum(torch.log(l).flatten(1).sum(1) for l in out["likelihoods"].values()) / -math.log(2)
     bpp = bits / n_pix
-    mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
+    if out["x_hat"] is not None:
+        mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
     lam = torch.tensor(LAMBDAS, device=x.device)[quality - 1]
     return (lam * 255 ** 2 * mse + bpp).mean(), bpp, mse
+
+
+# modules that shape only the rate: when nothing else trains, the distortion is a constant
+RATE_ONLY = ("h_a.", "h_s.", "context.", "entropy_bottleneck.", "gaussian_conditional.")
+SYNTHESIS_EVERY = 8  # then g_s runs on every 8th step only, for the logged loss and PSNR
 
 
 def draw_k(cfg: TrainConfig, M: int, gen: random.Random) -> int:
@@ -56,10 +63,17 @@ class Trainer:
         self.aux_opt = torch.optim.Adam(self.aux_params, lr=cfg.aux_lr)
         self.ema = {n: t.detach().clone() for n, t in model.state_dict().items() if t.is_floating_point()}
         self.autocast = torch.bfloat16 if cfg.bf16 else None
+        # only the entropy model trains (e.g. --train-only context.): g_s is ~1/3 of such a step
+        self.rate_only = all(n.startswith(RATE_ONLY) for n, p in named if p.requires_grad)
+        self.steps, self.last_mse = 0, None
 
     def step(self, x: torch.Tensor, quality: torch.Tensor, k: int, noise: torch.Tensor | None = None) -> dict:
-        out = self.net(x, quality, k, autocast=self.autocast, noise=noise)
-        loss, bpp, mse = rd_loss(out, x, quality)
+        synthesis = not self.rate_only or self.steps % SYNTHESIS_EVERY == 0
+        self.steps += 1
+        out = self.net(x, quality, k, autocast=self.autocast, noise=noise, synthesis=synthesis)
+        loss, bpp, mse = rd_loss(out, x, quality, None if synthesis else self.last_mse.expand(x.shape[0]))
+        if synthesis:
+            self.last_mse = mse.detach().mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
