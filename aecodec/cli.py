@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new runs only: mean-scale hyperprior, h_s also predicts integer means (default: on)")
     t.add_argument("--context", action=argparse.BooleanOptionalAction, default=None,
                    help="new runs only: checkerboard context (He et al. 2021) on the mean-scale hyperprior; "
-                   "a source without one gets it with a zero correction, so coding starts unchanged (default: off)")
+                   "a source without one gets it with a zero correction, so coding starts unchanged (default: as the "
+                   "source: a model with a context keeps it, one without stays without)")
     t.add_argument("--train-only", metavar="PREFIXES",
                    help="new runs only: train only parameters whose names start with one of these "
                    "comma-separated prefixes (e.g. 'context.'); the rest stay as loaded")

@@ -191,6 +191,17 @@ def test_state_transfer_split_and_join(photo_dir, tiny_weights, tmp_path):
     exact = transfer.split(state, tmp_path / "exact", exact=True)
     b = load_file(str(transfer.join(exact, tmp_path / "e" / STATE_FILE)))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # weights only: the EMA weights exactly, ~1/3 of the bytes; a new run starts from them
+    light = transfer.split(state, tmp_path / "light", weights_only=True)
+    init = transfer.join(light, tmp_path / "init.safetensors")
+    assert init.stat().st_size < 0.6 * state.stat().st_size
+    w = load_file(str(init))
+    assert not any(k.startswith(("opt.", "aux.")) for k in w)
+    assert all(torch.equal(a[k], w[k]) for k in a if k.startswith("ema."))
+    assert train(tmp_path / "new", {**TINY, "data": str(photo_dir)}, init=str(init), max_steps=1, quiet=True) == 1
+    from aecodec.train.checkpoint import initial_model
+    m = initial_model(str(init)).state_dict()
+    assert all(torch.equal(m[k[4:]], a[k]) for k in a if k.startswith("ema."))
 
 
 def test_cli_context_run_trains_resumes_and_exports(photo_dir, tiny_weights, tmp_path):
@@ -207,6 +218,12 @@ def test_cli_context_run_trains_resumes_and_exports(photo_dir, tiny_weights, tmp
     assert cli_main(["export", str(rdir), "-o", str(w), "--default-k", "8"]) == 0
     loaded = model_from_bytes(w.read_bytes())
     assert loaded.name == "aec-cb-16-24" and loaded.model.config.context
+    # a new run from a model with a context keeps it without being told (a run state or weights)
+    for source in (rdir / STATE_FILE, w):
+        again = tmp_path / f"again-{source.suffix}-{source.stem}"
+        assert cli_main(args[:1] + [str(again)] + args[2:4] + ["--init", str(source)] + args[6:]) == 0
+        assert read_meta(again / STATE_FILE)["model_config"]["context"] is True
+        assert read_meta(again / STATE_FILE)["config"]["context"] is True
     from aecodec.codec.numpy_model import model_from_bytes as numpy_from_bytes
 
     m, nm = loaded.model, numpy_from_bytes(w.read_bytes())
@@ -236,3 +253,36 @@ def test_a_run_whose_loss_turns_nan_stops_without_saving(photo_dir, tiny_weights
     with pytest.raises(AecError, match="not finite at step 1"):
         train(tmp_path / "new", cfg, init=str(bad), max_steps=5, quiet=True)
     assert not (tmp_path / "new" / STATE_FILE).exists()
+
+
+def test_lease_prepare_packs_calls_within_the_limit(photo_dir, tiny_weights, tmp_path):
+    """Weights, photo shards and the job for a GPU lease: every call within its byte limit, every
+    photo exactly once, the weights joinable into a file a new run starts from."""
+    import subprocess
+
+    from aecodec.train import lease, transfer
+
+    run = tmp_path / "run"
+    train(run, {**TINY, "data": str(photo_dir)}, init=str(tiny_weights), max_steps=1, quiet=True)
+    repo = tmp_path / "repo"
+    (repo / "wheels").mkdir(parents=True)
+    (repo / "wheels" / "x.whl").write_bytes(b"w" * 1000)
+    (repo / "code.py").write_bytes(b"c" * 20_000)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "code.py"], check=True)
+    with pytest.raises(AecError, match="not ignored"):
+        lease.prepare(run / STATE_FILE, photo_dir, repo / "gpu", repo, repo / "wheels", call_mib=1.4)
+    (repo / ".git" / "info" / "exclude").write_text("/gpu/\n/wheels/\n")
+    limit = 1.4 * 2 ** 20
+    text = lease.prepare(run / STATE_FILE, photo_dir, repo / "gpu", repo, repo / "wheels", call_mib=1.4)
+    assert lease.tree_bytes(repo) == 20_000
+    shards = sorted((repo / "gpu").glob("p*"))
+    assert len(shards) > 1 and f"{len(shards)} shards" in text
+    names = [p.name for d in shards for p in d.iterdir()]
+    assert sorted(names) == sorted(p.name for p in photo_dir.iterdir())
+    first = lease._size(repo / "gpu" / "init") + lease._size(repo / "wheels")
+    for i, d in enumerate(shards):
+        assert 20_000 + lease._size(d) + (first if i == 0 else 0) <= limit
+    assert "bash gpu/job.sh A B" in text and (repo / "gpu" / "job.sh").exists()
+    init = transfer.join(sorted((repo / "gpu" / "init").glob("part*")), tmp_path / "init.safetensors")
+    assert train(tmp_path / "new", {**TINY, "data": str(photo_dir)}, init=str(init), max_steps=1, quiet=True) == 1

@@ -9,6 +9,7 @@ If the directory is gone (a new machine), the run starts again from the shipped 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -58,7 +59,9 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
                   f"{counters['cpu_hours']:.2f} CPU h)", flush=True)
         return trainer, step, gen, counters
     cfg = TrainConfig.from_dict(cfg_override)
-    model: AecModel = initial_model(init, means=cfg.means, context=cfg.context)
+    # without --context / --no-context a run keeps its source's context (or its absence)
+    model: AecModel = initial_model(init, means=cfg.means, context=cfg_override.get("context"))
+    cfg = dataclasses.replace(cfg, context=model.config.context)
     if world.main:
         torch.manual_seed(cfg.seed)
         gen = random.Random(cfg.seed)

@@ -3,6 +3,7 @@ file, 64 MiB a call) and put it back together:
 
     python -m aecodec.train.transfer split ~/.cache/aecodec/runs/main/state.safetensors parts/
     python -m aecodec.train.transfer join runs/main/state.safetensors parts/part*.safetensors
+    python -m aecodec.train.transfer split --weights-only STATE parts/   # for a new run's --init
 
 The model and EMA weights travel exactly. The Adam moments travel as bfloat16 by default (a state
 of ~85 MB becomes ~64 MB): Adam divides one by the square root of the other, so 3 significant
@@ -31,10 +32,17 @@ def _is_moment(key: str, t: torch.Tensor) -> bool:
     return key.startswith(("opt.", "aux.")) and t.is_floating_point() and t.dim() > 0
 
 
-def split(state: Path, outdir: Path, limit_mib: float = LIMIT_MIB, exact: bool = False) -> list[Path]:
-    """state -> outdir/part0.safetensors ... (each at most limit_mib, unless one tensor is larger)."""
+def split(state: Path, outdir: Path, limit_mib: float = LIMIT_MIB, exact: bool = False,
+          weights_only: bool = False) -> list[Path]:
+    """state -> outdir/part0.safetensors ... (each at most limit_mib, unless one tensor is larger).
+    weights_only: only what `aecodec train --init` reads from a state (the EMA weights and the
+    buffers they lack), ~1/3 of the bytes; joined, it starts a new run, it does not resume one."""
     meta = {"format": "aecodec-run-1", **{k: json.dumps(v) for k, v in read_meta(state).items()}}
     tensors = load_file(str(state))
+    if weights_only:
+        ema = {k[4:] for k in tensors if k.startswith("ema.")}
+        tensors = {k: t for k, t in tensors.items()
+                   if k.startswith("ema.") or (k.startswith("model.") and k[6:] not in ema)}
     bf16 = [] if exact else [k for k, t in tensors.items() if _is_moment(k, t) and t.dtype == torch.float32]
     for k in bf16:
         tensors[k] = tensors[k].to(torch.bfloat16)
@@ -99,13 +107,15 @@ def main(argv=None) -> int:
     s.add_argument("outdir", type=Path)
     s.add_argument("--limit-mib", type=float, default=LIMIT_MIB, help=f"largest part (default {LIMIT_MIB:g} MiB)")
     s.add_argument("--exact", action="store_true", help="keep the Adam moments in float32")
+    s.add_argument("--weights-only", action="store_true",
+                   help="only the EMA weights (what --init reads): a new run starts from the joined file")
     j = sub.add_parser("join", help="parts -> state file")
     j.add_argument("state", type=Path)
     j.add_argument("parts", type=Path, nargs="+")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "split":
-            paths = split(args.state, args.outdir, args.limit_mib, args.exact)
+            paths = split(args.state, args.outdir, args.limit_mib, args.exact, args.weights_only)
             sizes = ", ".join(f"{p.stat().st_size / 2 ** 20:.1f}" for p in paths)
             print(f"{len(paths)} parts in {args.outdir} ({sizes} MiB)")
         else:
