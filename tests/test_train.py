@@ -286,3 +286,40 @@ def test_lease_prepare_packs_calls_within_the_limit(photo_dir, tiny_weights, tmp
     assert "bash gpu/job.sh A B" in text and (repo / "gpu" / "job.sh").exists()
     init = transfer.join(sorted((repo / "gpu" / "init").glob("part*")), tmp_path / "init.safetensors")
     assert train(tmp_path / "new", {**TINY, "data": str(photo_dir)}, init=str(init), max_steps=1, quiet=True) == 1
+
+
+def test_latent_cache_keeps_the_latest_crops():
+    from aecodec.train.latent_cache import LatentCache
+
+    c = LatentCache(capacity_bytes=6 * 4 * 2 * 3 * 3, min_crops=4)  # room for 6 latents (2, 3, 3)
+    c.add(torch.zeros(3, 2, 3, 3))
+    assert not c.ready and c.capacity == 6
+    c.add(torch.ones(5, 2, 3, 3))  # wraps: the two oldest zeros are replaced
+    assert c.ready and c.count == 6 and c.store.sum() == 5 * 18
+    b = c.batch(10, random.Random(0))
+    assert b.shape == (10, 2, 3, 3) and set(b.flatten().tolist()) <= {0.0, 1.0}
+
+
+def test_a_context_only_run_reuses_cached_latents(photo_dir, tiny_weights, tmp_path, monkeypatch):
+    """--train-only context.: g_a runs on the steps that synthesize (1 in 8) and while the cache
+    fills; the others train on latents kept from earlier crops."""
+    from aecodec.train import loop
+    from aecodec.train.latent_cache import LatentCache
+    from aecodec.train.step import SYNTHESIS_EVERY
+
+    drawn = []
+
+    class Spy(LatentCache):
+        def __init__(self):
+            super().__init__(min_crops=4)
+
+        def batch(self, n, gen):
+            drawn.append(n)
+            return super().batch(n, gen)
+
+    monkeypatch.setattr(loop, "LatentCache", Spy)
+    cfg = {**TINY, "data": str(photo_dir), "context": True, "train_only": "context."}
+    steps = 4 * SYNTHESIS_EVERY
+    assert train(tmp_path / "r", cfg, init=str(tiny_weights), max_steps=steps, quiet=True) == steps
+    # fresh: the 4 synthesizing steps and one more while the cache (batch 2, 4 crops) fills
+    assert len(drawn) == steps - 4 - 1 and set(drawn) == {2}

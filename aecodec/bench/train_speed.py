@@ -19,9 +19,11 @@ from ..codec.model import AecModel
 from ..imageio import list_images
 from ..train.config import TrainConfig
 from ..train.data import CropSampler, split
+from ..train.latent_cache import LatentCache, keep, step_inputs
 from ..train.step import Trainer, draw_k, rd_loss
 
-# (label, bf16, channels_last, compile, threads, batch, crop[, train_only: a context model, only that trains])
+# (label, bf16, channels_last, compile, threads, batch, crop[, train_only: a context model, only that
+# trains[, cached: with the training loop's latent cache (default)]])
 CONFIGS = [
     ("fp32", False, True, False, 0, 8, 128),
     ("fp32 contiguous", False, False, False, 0, 8, 128),
@@ -34,6 +36,7 @@ CONFIGS = [
     ("bf16 crop 192", True, True, False, 0, 4, 192),
     ("bf16 crop 256", True, True, False, 0, 2, 256),
     ("fp32 crop 256 full", False, True, False, 0, 8, 256),
+    ("fp32 crop 256 context-only uncached", False, True, False, 0, 8, 256, "context.", False),
     ("fp32 crop 256 context-only", False, True, False, 0, 8, 256, "context."),
 ]
 
@@ -45,7 +48,7 @@ def _model(channels_last: bool, context: bool = False) -> AecModel:
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
-def time_config(files, label, bf16, channels_last, compile_, threads, batch, crop, train_only="", *,
+def time_config(files, label, bf16, channels_last, compile_, threads, batch, crop, train_only="", cached=True, *,
                 seconds) -> dict:
     import os
 
@@ -59,12 +62,17 @@ def time_config(files, label, bf16, channels_last, compile_, threads, batch, cro
     gen = random.Random(0)
     M = trainer.model.config.M
 
+    cache = LatentCache() if trainer.rate_only and cached else None  # as the training loop does
+
     def one():
-        x = sampler.batch(batch, gen)
-        if not channels_last:
+        x, y = step_inputs(trainer, cache, sampler, batch, gen, "cpu")
+        if x is not None and not channels_last:
             x = x.contiguous()
         q = torch.tensor([gen.randint(1, 8) for _ in range(batch)])
-        trainer.step(x, q, draw_k(cfg, M, gen))
+        keep(cache, trainer.step(x, q, draw_k(cfg, M, gen), y=y), cached=x is None)
+
+    while cache is not None and not cache.ready:  # the loop fills it in its first ~64 steps
+        one()
 
     for _ in range(3):  # warm-up (and compilation)
         one()
@@ -111,13 +119,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     files = split(list_images(args.data))[0][: args.images]
     only = set(args.only.split(",")) if args.only else None
-    print(f"{'configuration':22s} {'threads':>7s} {'batch':>5s} {'crop':>4s} {'steps/s':>8s} {'Mpx/s':>7s}")
+    print(f"{'configuration':36s} {'threads':>7s} {'batch':>5s} {'crop':>4s} {'steps/s':>8s} {'Mpx/s':>7s}")
     for cfg in CONFIGS:
         if only and cfg[0] not in only:
             continue
         with contextlib.suppress(KeyboardInterrupt):
             r = time_config(files, *cfg, seconds=args.seconds)
-            print(f"{r['config']:22s} {r['threads']:7d} {r['batch']:5d} {r['crop']:4d} "
+            print(f"{r['config']:36s} {r['threads']:7d} {r['batch']:5d} {r['crop']:4d} "
                   f"{r['steps_per_s']:8.2f} {r['mpx_per_s']:7.3f}", flush=True)
     if args.check:
         c = check_bf16(files)

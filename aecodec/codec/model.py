@@ -115,7 +115,7 @@ class AecModel(nn.Module):
 
     # ---- training -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, quality: torch.Tensor, k: int, autocast: torch.dtype | None = None,
-                noise: torch.Tensor | None = None, synthesis: bool = True):
+                noise: torch.Tensor | None = None, synthesis: bool = True, y: torch.Tensor | None = None):
         """Training/evaluation pass with noise-quantized likelihoods.
 
         quality: (B,) integers in 1..Q, one per image. Returns x_hat and the likelihoods of y, z.
@@ -123,15 +123,19 @@ class AecModel(nn.Module):
         on a CPU with AVX512_BF16; the latent path, the hyperprior and the likelihoods stay float32.
         noise: the latent path's uniform noise (shaped like y), drawn with torch.rand when None.
         synthesis=False skips g_s (x_hat is None): training only the entropy model needs the rate alone.
+        y: g_a's output when it is already known (x is then unused): a run that trains only the
+        entropy model reuses the latents of recent crops (train/latent_cache.py). out["y"] is g_a's
+        output, detached.
         """
         lowp = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
         # g_a's first layer stays float32: its weight gradient (the largest of the model) is a sum
         # over every pixel of the 8-bit input, which bf16 rounds into the wrong direction
         # (cosine -0.29 to float32's on a trained model); it is ~3 % of the arithmetic
-        y = self.g_a[0](x)
-        with lowp():
-            y = self.g_a[1:](y)
-        g, ig = self._gains(quality, x.device)
+        if y is None:
+            y = self.g_a[0](x)
+            with lowp():
+                y = self.g_a[1:](y)
+        g, ig = self._gains(quality, y.device)
         y_noisy, y_ste = gate_quantize(y.float() * g, k, mode="mixed", noise=noise)
         z = self.h_a(y_noisy.abs())
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
@@ -145,7 +149,7 @@ class AecModel(nn.Module):
         if synthesis:
             with lowp():
                 x_hat = self.g_s(y_ste * ig).float()
-        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "y": y.detach()}
 
     # ---- coding ---------------------------------------------------------------------------
     def update(self, scale_table=None, force=False, update_quantiles=False) -> bool:

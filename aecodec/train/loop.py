@@ -28,6 +28,7 @@ from .checkpoint import STATE_FILE, initial_history, initial_model, load_state, 
 from .distributed import World
 from .config import RUNS_DIR, TrainConfig
 from .data import CropSampler, split
+from .latent_cache import LatentCache, keep, step_inputs
 from .step import Trainer, draw_k
 
 FINITE_CHECK_STEPS = 100  # how often the loss is checked for NaN (a check syncs a GPU)
@@ -129,6 +130,8 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
         if new_log:
             writer.writeheader()
 
+    # g_a frozen: reuse the latents of recent crops (latent_cache.py)
+    cache = LatentCache() if trainer.rate_only else None
     flag = _StopFlag()
     M = trainer.model.config.M
     Q = trainer.model.config.qualities
@@ -159,10 +162,11 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
             stop = flag.stop or (max_minutes is not None and time.time() - t_start > max_minutes * 60)
             if distributed.any_rank(stop, world, dev) or (end_step is not None and step >= end_step):
                 break
-            x = sampler.batch(cfg.batch, gen, dev)
+            x, y = step_inputs(trainer, cache, sampler, cfg.batch, gen, dev)
             quality = torch.tensor([gen.randint(1, Q) for _ in range(cfg.batch)], device=dev)
             k = draw_k(cfg, M, gen)
-            stats = trainer.step(x, quality, k)
+            stats = trainer.step(x, quality, k, y=y)
+            keep(cache, stats, cached=x is None)
             step += 1
             # once a loss is NaN or infinite the weights are too: stop before that state is saved
             if (step - first_step) % FINITE_CHECK_STEPS == 1 and not _finite(stats):

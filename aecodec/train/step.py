@@ -17,15 +17,16 @@ from .config import TrainConfig
 from .distributed import World, average_gradients, wrap
 
 
-def rd_loss(out: dict, x: torch.Tensor, quality: torch.Tensor, mse: torch.Tensor | None = None):
+def rd_loss(out: dict, x: torch.Tensor | None, quality: torch.Tensor, mse: torch.Tensor | None = None):
     """mean over the batch of lambda[q] * 255^2 * MSE + bpp; returns (loss, bpp (B,), mse (B,)).
-    Without out["x_hat"] (synthesis skipped) the given mse stands in: a constant for the gradient."""
-    n_pix = x.shape[2] * x.shape[3]
+    Without out["x_hat"] (synthesis skipped) the given mse stands in: a constant for the gradient;
+    x may then be None (the latents came from a cache)."""
+    n_pix = 256 * out["y"].shape[2] * out["y"].shape[3]  # g_a downsamples by 16
     bits = sum(torch.log(l).flatten(1).sum(1) for l in out["likelihoods"].values()) / -math.log(2)
     bpp = bits / n_pix
     if out["x_hat"] is not None:
         mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
-    lam = torch.tensor(LAMBDAS, device=x.device)[quality - 1]
+    lam = torch.tensor(LAMBDAS, device=bpp.device)[quality - 1]
     return (lam * 255 ** 2 * mse + bpp).mean(), bpp, mse
 
 
@@ -67,11 +68,19 @@ class Trainer:
         self.rate_only = all(n.startswith(RATE_ONLY) for n, p in named if p.requires_grad)
         self.steps, self.last_mse = 0, None
 
-    def step(self, x: torch.Tensor, quality: torch.Tensor, k: int, noise: torch.Tensor | None = None) -> dict:
-        synthesis = not self.rate_only or self.steps % SYNTHESIS_EVERY == 0
+    def wants_pixels(self) -> bool:
+        """Whether the next step runs g_s (and so needs the crops, not cached latents)."""
+        return not self.rate_only or self.steps % SYNTHESIS_EVERY == 0
+
+    def step(self, x: torch.Tensor | None, quality: torch.Tensor, k: int, noise: torch.Tensor | None = None,
+             y: torch.Tensor | None = None) -> dict:
+        """One step on crops x, or (rate-only runs, when wants_pixels() is False) on g_a's latents y."""
+        synthesis = self.wants_pixels()
+        if x is None and (synthesis or y is None):
+            raise ValueError("this step needs the crops")
         self.steps += 1
-        out = self.net(x, quality, k, autocast=self.autocast, noise=noise, synthesis=synthesis)
-        loss, bpp, mse = rd_loss(out, x, quality, None if synthesis else self.last_mse.expand(x.shape[0]))
+        out = self.net(x, quality, k, autocast=self.autocast, noise=noise, synthesis=synthesis, y=y)
+        loss, bpp, mse = rd_loss(out, x, quality, None if synthesis else self.last_mse.expand(quality.shape[0]))
         if synthesis:
             self.last_mse = mse.detach().mean()
         self.opt.zero_grad(set_to_none=True)
@@ -83,7 +92,7 @@ class Trainer:
         average_gradients(self.aux_params, self.world)
         self.aux_opt.step()
         self.update_ema()
-        return {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach()}
+        return {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach(), "y": out["y"]}
 
     @torch.no_grad()
     def update_ema(self) -> None:
