@@ -1,6 +1,6 @@
 """Prepare a GPU lease: everything a lent machine needs to train, packed for its calls.
 
-    python -m aecodec.train.lease prepare --init ~/.cache/aecodec/runs/main/state.safetensors
+    python -m aecodec.train.transfer lease --init ~/.cache/aecodec/runs/main/state.safetensors
 
 A lent GPU (docs/training.md, "Continuing on a GPU") takes at most 64 MiB a call, the working
 tree included, and gives back at most 8 files of 16 MiB, 64 MiB in all. This writes, under an
@@ -18,7 +18,6 @@ It prints calls.txt. Nothing here talks to the device: the session makes the cal
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -28,11 +27,11 @@ from ..errors import AecError
 from ..imageio import list_images
 from . import transfer
 
-CALL_MIB = 62.0  # of the 64 MiB a call may carry: a margin for the file system's rounding
+CALL_MIB = transfer.CALL_MIB
 RUN_NAME = "lease"
 
 JOB = """#!/bin/bash
-# The last call of a lease (written by `python -m aecodec.train.lease prepare`): bash {out}/job.sh A B
+# The last call of a lease (written by `python -m aecodec.train.transfer lease`): bash {out}/job.sh A B
 A=${{1:-6}}; B=${{2:-1.5}}
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | grep -v "already exists"
@@ -125,27 +124,3 @@ def prepare(init: Path, data: Path, out: Path, repo: Path, wheels: Path, call_mi
     text = "\n".join(lines) + "\n"
     (out / "calls.txt").write_text(text)
     return text
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aecodec.train.lease", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare", help="pack the weights, photos and job for a lease's calls")
-    p.add_argument("--init", type=Path, required=True, help="a run state to start the GPU run from (its EMA weights)")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/train"), help="training folder")
-    p.add_argument("--out", type=Path, default=Path(".gpu"), help="an ignored folder of the checkout (replaced)")
-    p.add_argument("--wheels", type=Path, default=Path(".whl"), help="folder of the wheels the GPU image lacks")
-    p.add_argument("--call-mib", type=float, default=CALL_MIB, help=f"bytes one call may carry (default {CALL_MIB:g} MiB)")
-    args = ap.parse_args(argv)
-    repo = Path.cwd().resolve()
-    try:
-        print(prepare(args.init, args.data, args.out.resolve(), repo, args.wheels.resolve(), args.call_mib), end="")
-    except AecError as e:
-        print(f"aecodec: error: {e}")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,6 +4,7 @@ file, 64 MiB a call) and put it back together:
     python -m aecodec.train.transfer split ~/.cache/aecodec/runs/main/state.safetensors parts/
     python -m aecodec.train.transfer join runs/main/state.safetensors parts/part*.safetensors
     python -m aecodec.train.transfer split --weights-only STATE parts/   # for a new run's --init
+    python -m aecodec.train.transfer lease --init STATE   # everything a lent GPU needs (lease.py)
 
 The model and EMA weights travel exactly. The Adam moments travel as bfloat16 by default (a state
 of ~85 MB becomes ~64 MB): Adam divides one by the square root of the other, so 3 significant
@@ -24,6 +25,7 @@ from ..errors import AecError
 from .checkpoint import read_meta
 
 LIMIT_MIB = 15.0
+CALL_MIB = 62.0  # of the 64 MiB a lease's call may carry: a margin for the file system's rounding
 _BF16 = "transfer_bf16"     # keys stored as bfloat16 (JSON list), in part 0's metadata
 _PARTS = "transfer_parts"   # how many parts there are, in every part's metadata
 
@@ -112,9 +114,20 @@ def main(argv=None) -> int:
     j = sub.add_parser("join", help="parts -> state file")
     j.add_argument("state", type=Path)
     j.add_argument("parts", type=Path, nargs="+")
+    le = sub.add_parser("lease", help="pack weights, photos and job for a lent GPU's calls (train/lease.py)")
+    le.add_argument("--init", type=Path, required=True, help="a run state to start the GPU run from (its EMA weights)")
+    le.add_argument("--data", type=Path, default=Path("../shared/data/train"), help="training folder")
+    le.add_argument("--out", type=Path, default=Path(".gpu"), help="an ignored folder of the checkout (replaced)")
+    le.add_argument("--wheels", type=Path, default=Path(".whl"), help="folder of the wheels the GPU image lacks")
+    le.add_argument("--call-mib", type=float, default=CALL_MIB, help=f"bytes one call may carry (default {CALL_MIB:g} MiB)")
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "split":
+        if args.cmd == "lease":
+            from . import lease
+
+            print(lease.prepare(args.init, args.data, args.out.resolve(), Path.cwd().resolve(),
+                                args.wheels.resolve(), args.call_mib), end="")
+        elif args.cmd == "split":
             paths = split(args.state, args.outdir, args.limit_mib, args.exact, args.weights_only)
             sizes = ", ".join(f"{p.stat().st_size / 2 ** 20:.1f}" for p in paths)
             print(f"{len(paths)} parts in {args.outdir} ({sizes} MiB)")
