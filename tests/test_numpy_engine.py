@@ -111,3 +111,38 @@ def test_files_cross_engines(kodak_crop):
             assert np.array_equal(a, numpy_engine.pixels(y_np, quality, header.height, header.width))
         # the engines' analyses differ by float rounding only: the files are (nearly) the same size
         assert abs(len(files["numpy"]) - len(files["torch"])) <= 0.01 * len(files["torch"]) + 8
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_row_shares_on_several_cores_give_the_same_values(workers, monkeypatch):
+    """The layers split their rows among threads (one BLAS thread each): bit-identical to one
+    thread, whatever the split, so a file decodes to the same pixels every time."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 11, 24)).astype(np.float32)
+    conv_w = ops.conv_weights(rng.standard_normal((20, 24, 5, 5)).astype(np.float32), np.float32)
+    few = ops.deconv_weights(rng.standard_normal((24, 3, 5, 5)).astype(np.float32), np.float32)
+    many = ops.deconv_weights(rng.standard_normal((24, 20, 5, 5)).astype(np.float32), np.float32)
+    beta, gamma_t = np.ones(24, np.float32), np.abs(rng.standard_normal((24, 24))).astype(np.float32) * 0.1
+    b3, b20 = np.ones(3, np.float32), np.ones(20, np.float32)
+    monkeypatch.setattr(ops, "BAND", 2000)  # several bands per share
+
+    def run():
+        with ops.one_blas_thread():
+            return [ops.conv(x, conv_w, b20, 5, 2), ops.deconv(x, few, b3), ops.deconv(x, many, b20),
+                    ops.deconv(x, many, b20, then=lambda v: ops.gdn(v, beta[:20], gamma_t[:20, :20], True)),
+                    ops.gdn(x.copy(), beta, gamma_t, inverse=False)]
+
+    monkeypatch.setattr(ops, "WORKERS", 1)
+    one = run()
+    monkeypatch.setattr(ops, "WORKERS", workers)
+    assert all(np.array_equal(a, b) for a, b in zip(one, run()))
+
+
+def test_the_shipped_model_decodes_the_same_on_one_core_and_several(kodak_crop, monkeypatch):
+    img = np.asarray(kodak_crop.resize((200, 136)))
+    data = coder.encode(img, "RGB", 5)
+    monkeypatch.setattr(ops, "WORKERS", 1)
+    assert coder.encode(img, "RGB", 5) == data
+    single = coder.decode(data)[0]
+    monkeypatch.setattr(ops, "WORKERS", 2)
+    assert np.array_equal(coder.decode(data)[0], single)

@@ -71,11 +71,12 @@ class NumpyModel:
     # ---- transforms (H, W, C) -------------------------------------------------------------
     def analyze(self, x: np.ndarray) -> np.ndarray:
         """g_a: x (H, W, 3) float32 in [0, 1], H and W multiples of 16 -> y (H/16, W/16, M)."""
-        x = ops.gdn(ops.conv_space_to_depth(x, *self.g_a_first), *self.g_a_gdn[0], inverse=False)
-        for i, (wm, b, k, s) in enumerate(self.g_a):
-            x = ops.conv(x, wm, b, k, s)
-            if i < 2:
-                x = ops.gdn(x, *self.g_a_gdn[i + 1], inverse=False)
+        with ops.one_blas_thread():
+            x = ops.gdn(ops.conv_space_to_depth(x, *self.g_a_first), *self.g_a_gdn[0], inverse=False)
+            for i, (wm, b, k, s) in enumerate(self.g_a):
+                x = ops.conv(x, wm, b, k, s)
+                if i < 2:
+                    x = ops.gdn(x, *self.g_a_gdn[i + 1], inverse=False)
         return x
 
     def quantize_latents(self, y: np.ndarray, quality: int | float, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,19 +84,21 @@ class NumpyModel:
         g, _ = self.gains(quality)
         y_hat = ops.gate_quantize(y * g, k)
         z = np.abs(y_hat)
-        for i, (wm, b, ks, s) in enumerate(self.h_a):
-            z = ops.conv(z, wm, b, ks, s)
-            if i < 2:
-                ops.relu(z)
+        with ops.one_blas_thread():
+            for i, (wm, b, ks, s) in enumerate(self.h_a):
+                z = ops.conv(z, wm, b, ks, s)
+                if i < 2:
+                    ops.relu(z)
         return y_hat, z
 
     def synthesize(self, y_hat: np.ndarray, quality: int | float) -> np.ndarray:
         """g_s: y_hat (h, w, M) -> x_hat (16h, 16w, 3) float32."""
         _, ig = self.gains(quality)
         x = y_hat * ig
-        for i, (phases, b) in enumerate(self.g_s):
-            igdn = (lambda v, p=self.g_s_gdn[i]: ops.gdn(v, *p, inverse=True)) if i < 3 else None
-            x = ops.deconv(x, phases, b, then=igdn)
+        with ops.one_blas_thread():
+            for i, (phases, b) in enumerate(self.g_s):
+                igdn = (lambda v, p=self.g_s_gdn[i]: ops.gdn(v, *p, inverse=True)) if i < 3 else None
+                x = ops.deconv(x, phases, b, then=igdn)
         return x
 
     # ---- entropy coding (h, w, C) <-> bytes -----------------------------------------------
