@@ -34,7 +34,7 @@ JOB = """#!/bin/bash
 # The last call of a lease (written by `python -m aecodec.train.transfer lease`): bash {out}/job.sh A B
 A=${{1:-6}}; B=${{2:-1.5}}
 set -o pipefail
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | grep -v "already exists"
+python3 -m pip install -q --no-index --no-deps --target /tmp/site {wheels}/*.whl 2>&1 | grep -v "already exists"
 export PYTHONPATH=/tmp/site:$PWD AECODEC_RUNS=/tmp/runs AECODEC_NO_TRITON=1
 mkdir -p /tmp/train && for d in {out}/p*; do cp -l "$d"/* /tmp/train/ 2>/dev/null || cp "$d"/* /tmp/train/; done
 echo "$(ls /tmp/train | wc -l) training files"
@@ -87,6 +87,9 @@ def shard(sizes: list[tuple[str, int]], first_room: int, room: int) -> list[list
 def prepare(init: Path, data: Path, out: Path, repo: Path, wheels: Path, call_mib: float = CALL_MIB) -> str:
     if not wheels.is_dir() or not list(wheels.glob("*.whl")):
         raise AecError(f"{wheels}: no wheels (../shared/GPU.md says how to download CompressAI's and pytorch-msssim's)")
+    for folder in (out, wheels):  # both travel with the checkout
+        if not folder.resolve().is_relative_to(repo):
+            raise AecError(f"{folder}: must be inside the checkout {repo}")
     files = [p for p in sorted(data.iterdir()) if p.is_file()]
     if not list_images(data):
         raise AecError(f"{data}: no training images")
@@ -112,7 +115,7 @@ def prepare(init: Path, data: Path, out: Path, repo: Path, wheels: Path, call_mi
     rel = out.relative_to(repo)
     carries[0] = [str(wheels.relative_to(repo)), str(rel / "init")] + carries[0]
     carries[-1].append(str(rel / "job.sh"))
-    (out / "job.sh").write_text(JOB.format(out=rel, run=RUN_NAME))
+    (out / "job.sh").write_text(JOB.format(out=rel, run=RUN_NAME, wheels=wheels.relative_to(repo)))
     lines = [f"tree {_mib(tree):.1f} MiB a call; weights {len(parts)} parts, {_mib(_size(out / 'init')):.1f} MiB; "
              f"{len(files)} training files in {len([x for x in shards if x])} shards"]
     for i, c in enumerate(carries, 1):
