@@ -43,9 +43,9 @@ bench-effort: $(VENV)/.installed
 RUN ?= main
 RUNS ?= $(HOME)/.cache/aecodec/runs
 RUN_DIR := $(RUNS)/$(RUN)
-# recipe flags for `make train` (a new run: the shipped default + a checkerboard context trained
-# alone on 256x256 crops, float32; a resumed run keeps its stored recipe), docs/training.md
-TRAIN_FLAGS ?= --no-bf16 --context --train-only context. --crop 256
+# recipe flags for `make train` (a new run: the whole shipped default model, its context included,
+# on 256x256 crops in float32 on every core; a resumed run keeps the rest of its recipe), docs/training.md
+TRAIN_FLAGS ?= --no-bf16 --crop 256 --threads 0
 
 train: $(VENV)/.installed
 	@mkdir -p $(RUN_DIR)
