@@ -11,6 +11,7 @@ import random
 import torch
 import torch.nn.functional as F
 
+from ..codec.config import Y_STRIDE
 from ..codec.model import LAMBDAS, AecModel
 from ..errors import AecError
 from .config import TrainConfig
@@ -21,7 +22,7 @@ def rd_loss(out: dict, x: torch.Tensor | None, quality: torch.Tensor, mse: torch
     """mean over the batch of lambda[q] * 255^2 * MSE + bpp; returns (loss, bpp (B,), mse (B,)).
     Without out["x_hat"] (synthesis skipped) the given mse stands in: a constant for the gradient;
     x may then be None (the latents came from a cache)."""
-    n_pix = 256 * out["y"].shape[2] * out["y"].shape[3]  # g_a downsamples by 16
+    n_pix = Y_STRIDE ** 2 * out["y"].shape[2] * out["y"].shape[3]
     bits = sum(torch.log(l).flatten(1).sum(1) for l in out["likelihoods"].values()) / -math.log(2)
     bpp = bits / n_pix
     if out["x_hat"] is not None:
