@@ -110,6 +110,13 @@ def rank_generator(seed: int, rank: int, step: int) -> random.Random:
     return random.Random(f"{seed}/{rank}/{step}")
 
 
+def weight_keys(keys) -> list[str]:
+    """The tensors of a run state that make up its weights: the EMA (`ema.*`), and the model's
+    tensors the EMA lacks (integer buffers). What `initial_model` and `transfer split --weights-only` take."""
+    ema = {k[4:] for k in keys if k.startswith("ema.")}
+    return [k for k in keys if k.startswith("model.") and k[6:] not in ema] + [k for k in keys if k.startswith("ema.")]
+
+
 def initial_model(init: str | None, means: bool | None = None, context: bool | None = None) -> AecModel:
     """A model to start a new run from: exported weights or a run state's EMA weights (a path), a
     shipped model name, or "scratch". The default is the shipped default model, so a machine that
@@ -135,8 +142,7 @@ def initial_model(init: str | None, means: bool | None = None, context: bool | N
         else:
             tensors = load_file(str(p))
             config = ModelConfig.from_dict(meta["model_config"])
-            state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-            state.update({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+            state = {k.split(".", 1)[1]: tensors[k] for k in weight_keys(tensors)}
     if means and not config.means:
         config = dataclasses.replace(config, means=True)
         state = with_mean_head(state, config.M)

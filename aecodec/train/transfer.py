@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import AecError
-from .checkpoint import read_meta
+from .checkpoint import read_meta, weight_keys
 
 LIMIT_MIB = 15.0
 CALL_MIB = 62.0  # of the 64 MiB a lease's call may carry: a margin for the file system's rounding
@@ -42,9 +42,7 @@ def split(state: Path, outdir: Path, limit_mib: float = LIMIT_MIB, exact: bool =
     meta = {"format": "aecodec-run-1", **{k: json.dumps(v) for k, v in read_meta(state).items()}}
     tensors = load_file(str(state))
     if weights_only:
-        ema = {k[4:] for k in tensors if k.startswith("ema.")}
-        tensors = {k: t for k, t in tensors.items()
-                   if k.startswith("ema.") or (k.startswith("model.") and k[6:] not in ema)}
+        tensors = {k: tensors[k] for k in weight_keys(tensors)}
     bf16 = [] if exact else [k for k, t in tensors.items() if _is_moment(k, t) and t.dtype == torch.float32]
     for k in bf16:
         tensors[k] = tensors[k].to(torch.bfloat16)
