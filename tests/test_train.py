@@ -151,17 +151,17 @@ def test_cli_train_evaluate_export(photo_dir, tiny_weights, tmp_path, capsys):
 
 def test_bf16_is_the_default_only_while_its_gradient_is_within_minibatch_noise():
     """bf16 autocast of g_a/g_s may be the training default only while, on the shipped default
-    model, it moves the gradient far less than the minibatch noise does. It did on the first
-    models; on aec-msh-128-192-r3 it does not (cosine to fp32 -0.68 on this batch), so the default
-    is float32 (docs/training.md)."""
+    model, the error it adds to the gradient is smaller than the minibatch noise, and does not
+    average out into a bias larger than that noise. With the inverse GDN in bf16 it failed on
+    trained models (err 4.2x, bias 2.4x the noise on these crops); with those layers in float32
+    it passes (docs/training.md)."""
     from aecodec.bench.train_speed import check_bf16
     from aecodec.imageio import list_images
     from aecodec.train.config import TrainConfig
 
     c = check_bf16(tdata.split(list_images(KODAK.parent / "train"))[0][:4])
     assert c["loss_rel_diff"] < 0.02
-    # bf16's angle to the fp32 gradient well inside the spread between two minibatches
-    within_noise = 1 - c["grad_cosine"] < 0.5 * (1 - c["other_batch_grad_cosine"])
+    within_noise = c["err_ratio"] < 1 and c["bias_ratio"] < 1
     assert within_noise or not TrainConfig().bf16, c
 
 

@@ -11,13 +11,19 @@ _ROWS = 4096  # pixels per block: a block's activations stay in cache between th
 
 
 class GDN(_CompressaiGDN):
-    """GDN (Balle et al. 2016); same parameters, same training path as CompressAI's.
+    """GDN (Balle et al. 2016); same parameters, same training path as CompressAI's, except that
+    the inverse GDN runs in float32 under autocast.
 
     Without autograd, on a channels-last float32 CPU tensor, the 1x1 normalisation runs as a
     matrix product over blocks of pixels with in-place square root and product: half the time of
     conv2d + separate elementwise passes over the whole tensor (docs/performance.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inverse and torch.is_autocast_enabled(x.device.type):
+            # under low-precision autocast (training) the inverse GDN stays float32: its bf16
+            # element-wise products biased the whole model's gradient (docs/training.md)
+            with torch.autocast(x.device.type, enabled=False):
+                return super().forward(x.float())
         if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
                 or x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)

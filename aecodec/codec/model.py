@@ -147,7 +147,7 @@ class AecModel(nn.Module):
         y_likelihoods = self.gaussian_conditional.likelihood_lower_bound(y_likelihoods)
         x_hat = None
         if synthesis:
-            with lowp():
+            with lowp():  # the inverse GDNs opt out (layers.GDN)
                 x_hat = self.g_s(y_ste * ig).float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "y": y.detach()}
 

@@ -27,9 +27,9 @@ class TrainConfig:
     clip: float = 1.0            # gradient-norm clip
     k_min: int = 32              # smallest k drawn in training
     k_full_fraction: float = 0.5  # fraction of steps with k drawn uniformly in [k_min, M]; else M // 2
-    # g_a/g_s under bfloat16 autocast on the CPU: ~2x the steps, adopted 2026-11-24; off since
-    # 2026-11-26, when on the trained model its gradient left the minibatch noise (docs/training.md)
-    bf16: bool = False
+    # g_a/g_s under bfloat16 autocast on the CPU (g_a's first layer and g_s's inverse GDNs stay
+    # float32, whose bf16 rounding biased the gradient): ~1.4x the steps (docs/training.md)
+    bf16: bool = True
     threads: int = 0             # torch threads; 0 = the machine's cores
     seed: int = 0
 
