@@ -115,7 +115,7 @@ def check_bf16(files, batch=8, crop=256, batches=4) -> dict:
     err = sum((a - b).pow(2).sum() for a, b in zip(g16, g32)) / batches
     bias = (sum(g16) - sum(g32)).div(batches).pow(2).sum()
     cos = torch.nn.functional.cosine_similarity
-    return {"loss_rel_diff": max(abs(a - b) / b for (a, _), (b, _) in zip(r16, r32)),
+    return {"shape": f"{batches} batches of {batch}x{crop}x{crop}", "loss_rel_diff": max(abs(a - b) / b for (a, _), (b, _) in zip(r16, r32)),
             "err_ratio": (err / noise).item(), "bias_ratio": (bias / noise).item(),
             "grad_cosines": [cos(a, b, dim=0).item() for a, b in zip(g16, g32)]}
 
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
                   f"{r['steps_per_s']:8.2f} {r['mpx_per_s']:7.3f}", flush=True)
     if args.check:
         c = check_bf16(files)
-        print(f"bf16 vs fp32 gradients over 4 batches of 8x256x256: squared error {c['err_ratio']:.2f}x the "
+        print(f"bf16 vs fp32 gradients over {c['shape']}: squared error {c['err_ratio']:.2f}x the "
               f"minibatch variance, its mean (the bias) {c['bias_ratio']:.2f}x; cosines "
               f"{', '.join(f'{v:.2f}' for v in c['grad_cosines'])}; loss rel. diff <= {c['loss_rel_diff']:.1e}")
     return 0

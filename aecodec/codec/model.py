@@ -26,7 +26,7 @@ from ..kernels import gate_quantize
 from .compressai_parts import EntropyBottleneck, GaussianConditional
 from .config import LAMBDAS, PAD, QUALITIES, SYMBOL_LIMIT, ModelConfig  # noqa: F401 (re-exported)
 from .entropy_coder import EntropyCoder
-from .layers import GDN, CheckerboardContext, Deconv
+from .layers import GDN, CheckerboardContext, Deconv, Float32Conv2d
 
 # The Gaussian conditional's scale table: 64 log-spaced scales, as in Balle's and CompressAI's models.
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 64
@@ -63,7 +63,7 @@ class AecModel(nn.Module):
         N, M, Q = config.N, config.M, config.qualities
         self.config = config
         self.g_a = nn.Sequential(
-            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
+            Float32Conv2d(3, N, 5, stride=2, padding=2), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
         )
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
@@ -127,14 +127,11 @@ class AecModel(nn.Module):
         entropy model reuses the latents of recent crops (train/latent_cache.py). out["y"] is g_a's
         output, detached.
         """
+        # g_a's first layer and the inverse GDNs opt out of the autocast (layers.in_float32)
         lowp = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
-        # g_a's first layer stays float32: its weight gradient (the largest of the model) is a sum
-        # over every pixel of the 8-bit input, which bf16 rounds into the wrong direction
-        # (cosine -0.29 to float32's on a trained model); it is ~3 % of the arithmetic
         if y is None:
-            y = self.g_a[0](x)
             with lowp():
-                y = self.g_a[1:](y)
+                y = self.g_a(x)
         g, ig = self._gains(quality, y.device)
         y_noisy, y_ste = gate_quantize(y.float() * g, k, mode="mixed", noise=noise)
         z = self.h_a(y_noisy.abs())
@@ -147,7 +144,7 @@ class AecModel(nn.Module):
         y_likelihoods = self.gaussian_conditional.likelihood_lower_bound(y_likelihoods)
         x_hat = None
         if synthesis:
-            with lowp():  # the inverse GDNs opt out (layers.GDN)
+            with lowp():
                 x_hat = self.g_s(y_ste * ig).float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "y": y.detach()}
 
