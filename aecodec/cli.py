@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .codec.config import EFFORT_STEPS, MAX_EFFORT
+from .codec.config import EFFORT_STEPS, MAX_EFFORT, QUALITIES
 from .errors import AecError
 
 EXAMPLES = """examples:
@@ -32,16 +32,16 @@ def _quality(text: str) -> int | float:
     try:
         q = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"quality must be a number 1..8, got {text!r}") from None
-    if not 1 <= q <= 8:
-        raise argparse.ArgumentTypeError(f"quality must be 1..8, got {text}")
+        raise argparse.ArgumentTypeError(f"quality must be a number 1..{QUALITIES}, got {text!r}") from None
+    if not 1 <= q <= QUALITIES:
+        raise argparse.ArgumentTypeError(f"quality must be 1..{QUALITIES}, got {text}")
     return int(q) if q.is_integer() else q
 
 
 def _level(text: str) -> int:
     q = _quality(text)
     if not isinstance(q, int):
-        raise argparse.ArgumentTypeError(f"expected a quality level 1..8, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a quality level 1..{QUALITIES}, got {text}")
     return q
 
 

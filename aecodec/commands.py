@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .codec.config import QUALITY_LEVELS
 from .errors import AecError
 from .fileio import atomic_write_bytes, check_writable, write_stdout
 
@@ -302,7 +303,7 @@ def cmd_demo(args) -> int:
     n = ref.width * ref.height
     print(f"sample: kodim23.png {ref.width}x{ref.height} (Kodak), device {args.device}")
     print(f"{'q':>2} {'k':>4} {'bytes':>7} {'bpp':>7} {'PSNR dB':>8} {'enc s':>6} {'dec s':>6}")
-    qualities = [args.quality] if args.quality else range(1, 9)
+    qualities = [args.quality] if args.quality else QUALITY_LEVELS
     for q in qualities:
         t0 = time.perf_counter()
         data = compress(ref, quality=q, device=args.device)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from PIL import Image, features
 
+from ..codec.config import QUALITY_LEVELS
+
 
 @dataclass(frozen=True)
 class Codec:
@@ -261,6 +263,6 @@ def classic_codecs(names=("jpeg", "jpeg2000", "webp", "avif", "avif-psnr", "heic
     return out
 
 
-def aec_codecs(qualities=range(1, 9), ks=(None,), device="auto") -> list[Codec]:
+def aec_codecs(qualities=QUALITY_LEVELS, ks=(None,), device="auto") -> list[Codec]:
     return [AecCodec("aecodec" if k is None else f"aecodec k={k}", q, k, device)
             for k in ks for q in qualities]

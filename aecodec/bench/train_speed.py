@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from ..codec.config import QUALITIES
 from ..codec.model import AecModel
 from ..imageio import list_images
 from ..train.config import TrainConfig
@@ -70,7 +71,7 @@ def time_config(files, label, bf16, channels_last, compile_, threads, batch, cro
         x, y = step_inputs(trainer, cache, sampler, batch, gen, "cpu")
         if x is not None and not channels_last:
             x = x.contiguous()
-        q = torch.tensor([gen.randint(1, 8) for _ in range(batch)])
+        q = torch.tensor([gen.randint(1, QUALITIES) for _ in range(batch)])
         keep(cache, trainer.step(x, q, draw_k(cfg, M, gen), y=y), cached=x is None)
 
     while cache is not None and not cache.ready:  # the loop fills it in its first ~64 steps

@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass
 
 from ..errors import AecError
+from .config import QUALITIES
 
 MAGIC = b"\x8aAEC"
 VERSION = 1             # integer quality
@@ -28,8 +29,7 @@ MAX_PIXELS = 1 << 26          # 67 megapixels (8192 x 8192): decodable in a few 
 MAX_FILE = 1 << 29            # 512 MiB: no valid .aec file comes near it
 MAX_NAME = 64
 MAX_K = 4096
-QUALITY_RANGE = range(1, 9)
-QUALITY_MIN, QUALITY_MAX = 1, 8
+QUALITY_MIN, QUALITY_MAX = 1, QUALITIES
 _NAME_RE = re.compile(rb"^[A-Za-z0-9._-]+$")
 # digest, width, height, mode, quality (v1: u8 level; v2: u16 level x 256), k, len(z), len(y)
 _FIELDS = {VERSION: struct.Struct(">8sIIBBHII"), VERSION_FRACTIONAL: struct.Struct(">8sIIBHHII")}

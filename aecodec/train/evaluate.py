@@ -21,6 +21,7 @@ from ..bench.bdrate import bd_rate
 from ..bench.codecs import J2K_BPPS, Jpeg2000Codec
 from ..bench.metrics import psnr
 from ..codec import bitstream
+from ..codec.config import QUALITY_LEVELS
 from ..codec.model import PAD, AecModel
 from ..fileio import atomic_write_bytes
 
@@ -67,7 +68,7 @@ def autoencoder_psnr(model: AecModel, rgb: np.ndarray, quality: int) -> float:
     return psnr(x_hat.permute(1, 2, 0).numpy(), rgb)
 
 
-def evaluate(model: AecModel, images: list[tuple[str, np.ndarray]], qualities=range(1, 9),
+def evaluate(model: AecModel, images: list[tuple[str, np.ndarray]], qualities=QUALITY_LEVELS,
              ks=EVAL_K) -> dict:
     """{"bpp": [...], "psnr-rgb": [...], "quality": [...], "k": [...], "ae_psnr_q8": float}"""
     res = {"quality": [], "k": [], "bpp": [], "psnr-rgb": []}
