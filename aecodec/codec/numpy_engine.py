@@ -12,7 +12,7 @@ import contextlib
 import numpy as np
 
 from . import tiling
-from .config import PAD
+from .config import PAD, Y_STRIDE
 from .numpy_model import NumpyModel
 
 
@@ -32,13 +32,12 @@ class NumpyEngine:
         h, w = rgb.shape[:2]
         rgb = np.pad(rgb, ((0, (-h) % PAD), (0, (-w) % PAD), (0, 0)), mode="edge")
         x = rgb.astype(np.float32) / np.float32(255)
-        hl, wl = x.shape[0] // 16, x.shape[1] // 16
+        hl, wl = x.shape[0] // Y_STRIDE, x.shape[1] // Y_STRIDE
         if hl <= tiling.TILE and wl <= tiling.TILE:
             return self.model.analyze(x)
         y = np.empty((hl, wl, self.channels), np.float32)
-        for r0, r1, c0, c1, a0, a1, b0, b1 in tiling.windows(hl, wl, tiling.TILE):
-            t = self.model.analyze(x[16 * a0:16 * a1, 16 * b0:16 * b1])
-            y[r0:r1, c0:c1] = t[r0 - a0:r1 - a0, c0 - b0:c1 - b0]
+        for t in tiling.analysis_tiles(hl, wl):
+            y[t.dst] = self.model.analyze(x[t.src])[t.crop]
         return y
 
     def quantize(self, y: np.ndarray, quality, k: int):
@@ -54,13 +53,8 @@ class NumpyEngine:
         """g_s tile by tile, straight to cropped 8-bit pixels (height, width, 3)."""
         h, w = y_hat.shape[:2]
         out = np.empty((height, width, 3), np.uint8)
-        for r0, r1, c0, c1, a0, a1, b0, b1 in tiling.windows(h, w, tiling.TILE_S):
-            if 16 * r0 >= height or 16 * c0 >= width:
-                continue
-            t = self.model.synthesize(np.ascontiguousarray(y_hat[a0:a1, b0:b1]), quality)
-            y0, x0 = 16 * (r0 - a0), 16 * (c0 - b0)
-            rows, cols = min(16 * r1, height) - 16 * r0, min(16 * c1, width) - 16 * c0
-            t = np.clip(t[y0:y0 + rows, x0:x0 + cols], 0, 1)
-            t *= 255
-            out[16 * r0:16 * r0 + rows, 16 * c0:16 * c0 + cols] = np.round(t)
+        for t in tiling.synthesis_tiles(h, w, height, width):
+            px = np.clip(self.model.synthesize(np.ascontiguousarray(y_hat[t.src]), quality)[t.crop], 0, 1)
+            px *= 255
+            out[t.dst] = np.round(px)
         return out

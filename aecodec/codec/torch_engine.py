@@ -14,7 +14,7 @@ import torch
 
 from ..errors import AecError
 from . import tiling
-from .config import PAD
+from .config import PAD, Y_STRIDE
 from .weights import LoadedModel
 
 
@@ -81,13 +81,12 @@ class TorchEngine:
     def analyze(self, rgb: np.ndarray) -> _Analysis:
         x = to_tensor(rgb, self.device, PAD)
         _, _, H, W = x.shape
-        h, w = H // 16, W // 16
+        h, w = H // Y_STRIDE, W // Y_STRIDE
         if h <= tiling.TILE and w <= tiling.TILE:
             return _Analysis(x, self.net.g_a(x), rgb.shape[:2])
         y = torch.empty((1, self.net.channels, h, w), dtype=x.dtype, device=x.device)
-        for r0, r1, c0, c1, a0, a1, b0, b1 in tiling.windows(h, w, tiling.TILE):
-            t = self.net.g_a(x[:, :, 16 * a0:16 * a1, 16 * b0:16 * b1])
-            y[:, :, r0:r1, c0:c1] = t[:, :, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
+        for t in tiling.analysis_tiles(h, w):
+            y[(..., *t.dst)] = self.net.g_a(x[(..., *t.src)])[(..., *t.crop)]
         return _Analysis(x, y, rgb.shape[:2])
 
     def quantize(self, state: _Analysis, quality, k: int):
@@ -114,12 +113,7 @@ class TorchEngine:
             return self.viewer.pixels(y_hat[0].permute(1, 2, 0).float().cpu().numpy(), quality, height, width)
         _, _, h, w = y_hat.shape
         out = torch.empty((height, width, 3), dtype=torch.uint8)
-        for r0, r1, c0, c1, a0, a1, b0, b1 in tiling.windows(h, w, tiling.TILE_S):
-            if 16 * r0 >= height or 16 * c0 >= width:
-                continue
-            t = self.net.synthesize(y_hat[:, :, a0:a1, b0:b1], quality)[0].permute(1, 2, 0)  # HWC
-            y0, x0 = 16 * (r0 - a0), 16 * (c0 - b0)
-            rows, cols = min(16 * r1, height) - 16 * r0, min(16 * c1, width) - 16 * c0
-            t = t[y0:y0 + rows, x0:x0 + cols].clamp(0, 1).mul_(255).round_()
-            out[16 * r0:16 * r0 + rows, 16 * c0:16 * c0 + cols] = t.to(torch.uint8).cpu()
+        for t in tiling.synthesis_tiles(h, w, height, width):
+            px = self.net.synthesize(y_hat[(..., *t.src)], quality)[0].permute(1, 2, 0)  # HWC
+            out[t.dst] = px[t.crop].clamp(0, 1).mul_(255).round_().to(torch.uint8).cpu()
         return out.numpy()
