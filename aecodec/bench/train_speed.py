@@ -98,7 +98,7 @@ def check_bf16(files, batch=8, crop=256, batches=4) -> dict:
     average out over steps (it includes err_ratio / batches of sampling noise)."""
     sampler = CropSampler(files, crop)
     xs = [sampler.batch(batch, random.Random(seed)) for seed in range(batches)]
-    q = torch.arange(batch) % 8 + 1
+    q = torch.arange(batch) % QUALITIES + 1
     m0 = _model(True)
 
     def run(dtype, x):

@@ -38,8 +38,9 @@ def get_scale_table() -> torch.Tensor:
     return torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS))
 
 
-def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
+def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2,
+         layer: type[nn.Conv2d] = nn.Conv2d) -> nn.Conv2d:
+    return layer(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
 
 
 def deconv(in_channels: int, out_channels: int) -> Deconv:
@@ -63,7 +64,7 @@ class AecModel(nn.Module):
         N, M, Q = config.N, config.M, config.qualities
         self.config = config
         self.g_a = nn.Sequential(
-            Float32Conv2d(3, N, 5, stride=2, padding=2), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
+            conv(3, N, layer=Float32Conv2d), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
         )
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
