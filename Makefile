@@ -44,8 +44,8 @@ RUN ?= main
 RUNS ?= $(HOME)/.cache/aecodec/runs
 RUN_DIR := $(RUNS)/$(RUN)
 # recipe flags for `make train` (a new run: the whole shipped default model, its context included,
-# on 256x256 crops in float32 on every core; a resumed run keeps the rest of its recipe), docs/training.md
-TRAIN_FLAGS ?= --no-bf16 --crop 256 --threads 0
+# on 256x256 crops, bf16 autocast where it is safe, on every core; a resumed run keeps the rest of its recipe), docs/training.md
+TRAIN_FLAGS ?= --bf16 --crop 256 --threads 0
 
 train: $(VENV)/.installed
 	@mkdir -p $(RUN_DIR)

@@ -20,8 +20,10 @@ def in_float32(forward, x: torch.Tensor) -> torch.Tensor:
 class Float32Conv2d(torch.nn.Conv2d):
     """nn.Conv2d (same parameters) that stays float32 under autocast. g_a's first layer: its
     weight gradient, the largest of the model, is a sum over every pixel of the 8-bit input, which
-    bf16 rounds into the wrong direction (cosine -0.29 to float32's on a trained model); it is ~3 %
-    of the arithmetic."""
+    bf16 rounds into the wrong direction (cosine -0.29 to float32's on a trained model). g_a's last
+    layer: its output is y, which the gains scale up to ~100 quantization steps at the highest
+    quality, where bf16's 8-bit mantissa would round y by more than a step. Each is ~3 % of the
+    arithmetic."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_autocast_enabled(x.device.type):
@@ -31,15 +33,15 @@ class Float32Conv2d(torch.nn.Conv2d):
 
 class GDN(_CompressaiGDN):
     """GDN (Balle et al. 2016); same parameters, same training path as CompressAI's, except that
-    the inverse GDN stays float32 under autocast (its bf16 element-wise products biased the whole
-    model's gradient).
+    it stays float32 under autocast: its bf16 element-wise products biased the whole model's
+    gradient (the inverse GDN's on aec-cb-128-192, the forward GDN's through y on -r3).
 
     Without autograd, on a channels-last float32 CPU tensor, the 1x1 normalisation runs as a
     matrix product over blocks of pixels with in-place square root and product: half the time of
     conv2d + separate elementwise passes over the whole tensor (docs/performance.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inverse and torch.is_autocast_enabled(x.device.type):
+        if torch.is_autocast_enabled(x.device.type):
             return in_float32(super().forward, x)
         if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
                 or x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last)):

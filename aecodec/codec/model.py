@@ -64,7 +64,8 @@ class AecModel(nn.Module):
         N, M, Q = config.N, config.M, config.qualities
         self.config = config
         self.g_a = nn.Sequential(
-            conv(3, N, layer=Float32Conv2d), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
+            conv(3, N, layer=Float32Conv2d), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N),
+            conv(N, M, layer=Float32Conv2d),
         )
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
@@ -128,7 +129,8 @@ class AecModel(nn.Module):
         entropy model reuses the latents of recent crops (train/latent_cache.py). out["y"] is g_a's
         output, detached.
         """
-        # g_a's first layer and the inverse GDNs opt out of the autocast (layers.in_float32)
+        # only the stride-2 convolutions between GDNs run in the autocast dtype: g_a's first and last
+        # layers and every GDN opt out (layers.in_float32)
         lowp = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
         if y is None:
             with lowp():
