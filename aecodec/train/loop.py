@@ -111,6 +111,9 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
     _set_threads(cfg)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest convolution once
+    compiled = cfg.compile and dev.type == "cpu" and not trainer.rate_only  # untimed on GPUs
+    if compiled:
+        trainer.compile()
     if world.main:
         rdir.mkdir(parents=True, exist_ok=True)
     files, _ = split(list_images(cfg.data))
@@ -120,7 +123,7 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
     if world.main:
         print(f"{len(files)} training images ({sampler.pixels / 1e6:.0f} Mpx at {len(sampler.images)} "
               f"image scales), batch {cfg.batch}x{cfg.crop}x{cfg.crop} x {world.size} process(es) on {dev}, "
-              f"lr {cfg.lr:g}, bf16 {cfg.bf16}, {torch.get_num_threads()} threads", flush=True)
+              f"lr {cfg.lr:g}, bf16 {cfg.bf16}, compiled {compiled}, {torch.get_num_threads()} threads", flush=True)
     log_path = rdir / "log.csv"
     log = writer = None
     if world.main:

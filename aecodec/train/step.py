@@ -69,6 +69,12 @@ class Trainer:
         self.rate_only = all(n.startswith(RATE_ONLY) for n, p in named if p.requires_grad)
         self.steps, self.last_mse = 0, None
 
+    def compile(self) -> None:
+        """torch.compile g_a and g_s in place (parameter names, and so the state, stay as they are).
+        Only for the training loop: evaluation and export run other shapes, eagerly."""
+        self.model.g_a.compile()
+        self.model.g_s.compile()
+
     def wants_pixels(self) -> bool:
         """Whether the next step runs g_s (and so needs the crops, not cached latents)."""
         return not self.rate_only or self.steps % SYNTHESIS_EVERY == 0
