@@ -72,6 +72,9 @@ class Trainer:
     def compile(self) -> None:
         """torch.compile g_a and g_s in place (parameter names, and so the state, stay as they are).
         Only for the training loop: evaluation and export run other shapes, eagerly."""
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True  # no C++ compiler, say: run eagerly, with a warning
         self.model.g_a.compile()
         self.model.g_s.compile()
 
