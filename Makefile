@@ -20,7 +20,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 bench-kodak: $(VENV)/.installed
-	$(VENV)/bin/aecodec bench ../shared/data/kodak -o results/kodak --reference ../shared/reference/kodak -j 2
+	$(VENV)/bin/aecodec bench ../shared/data/kodak -o results/kodak --reference ../shared/reference/kodak --k 192 -j 2
+	$(PY) -m aecodec.bench.publish results/kodak
 
 bench-kernels: $(VENV)/.installed
 	$(PY) -m aecodec.bench.kernels --train-speed
