@@ -26,7 +26,7 @@ from ..kernels import gate_quantize
 from .compressai_parts import EntropyBottleneck, GaussianConditional
 from .config import LAMBDAS, PAD, QUALITIES, SYMBOL_LIMIT, ModelConfig  # noqa: F401 (re-exported)
 from .entropy_coder import EntropyCoder
-from .layers import GDN, CheckerboardContext, Deconv, Float32Conv2d
+from .layers import GDN, CheckerboardContext, Deconv, Float32Conv2d, Float32Deconv
 
 # The Gaussian conditional's scale table: 64 log-spaced scales, as in Balle's and CompressAI's models.
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 64
@@ -43,8 +43,8 @@ def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int 
     return layer(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
 
 
-def deconv(in_channels: int, out_channels: int) -> Deconv:
-    return Deconv(in_channels, out_channels)
+def deconv(in_channels: int, out_channels: int, layer: type[Deconv] = Deconv) -> Deconv:
+    return layer(in_channels, out_channels)
 
 
 def with_mean_head(state: dict, M: int) -> dict:
@@ -69,7 +69,7 @@ class AecModel(nn.Module):
         )
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
-            deconv(N, N), GDN(N, inverse=True), deconv(N, 3),
+            deconv(N, N), GDN(N, inverse=True), deconv(N, 3, layer=Float32Deconv),
         )
         self.h_a = nn.Sequential(
             conv(M, N, stride=1, kernel_size=3), nn.ReLU(inplace=True),
@@ -129,8 +129,8 @@ class AecModel(nn.Module):
         entropy model reuses the latents of recent crops (train/latent_cache.py). out["y"] is g_a's
         output, detached.
         """
-        # only the stride-2 convolutions between GDNs run in the autocast dtype: g_a's first and last
-        # layers and every GDN opt out (layers.in_float32)
+        # only the convolutions between GDNs run in the autocast dtype: g_a's first and last layers,
+        # g_s's last layer and every GDN opt out (layers.in_float32)
         lowp = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
         if y is None:
             with lowp():
