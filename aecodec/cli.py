@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema-decay", type=float, help="decay of the weight EMA (new runs: 0.999)")
     t.add_argument("--k-min", type=_positive_int, help="smallest k drawn in training (new runs: 32)")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 autocast for g_a/g_s's stride-2 convolutions on the CPU (g_a's first and last "
+                   help="bfloat16 autocast for the convolutions between g_a/g_s's GDNs on the CPU (g_a's first and last "
                    "layers, g_s's last layer and every GDN stay float32): ~1.4x the steps of float32, its gradient error within the "
                    "minibatch noise (new runs: on; docs/training.md)")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

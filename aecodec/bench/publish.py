@@ -56,15 +56,17 @@ def tables(results: Path) -> dict[str, str]:
 
 def publish(results: Path, root: Path = ROOT) -> list[Path]:
     """Rewrite the documents' tables from `results`; returns the files that changed."""
+    bodies = tables(results)
     changed = []
-    for name, body in tables(results).items():
-        for doc in DOCUMENTS[name]:
-            path = root / doc
-            old = path.read_text()
-            new = replace_block(old, name, body)
-            if new != old:
-                path.write_text(new)
-                changed.append(path)
+    for doc in dict.fromkeys(d for docs in DOCUMENTS.values() for d in docs):  # each file once, in order
+        path = root / doc
+        old = new = path.read_text()
+        for name, body in bodies.items():
+            if doc in DOCUMENTS[name]:
+                new = replace_block(new, name, body)
+        if new != old:
+            path.write_text(new)
+            changed.append(path)
     return changed
 
 

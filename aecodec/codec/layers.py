@@ -17,18 +17,22 @@ def in_float32(forward, x: torch.Tensor) -> torch.Tensor:
         return forward(x.float())
 
 
-class Float32Conv2d(torch.nn.Conv2d):
+class _Float32UnderAutocast:
+    """Mixin: the layer's own forward, in float32 even under autocast (see in_float32)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            return in_float32(super().forward, x)
+        return super().forward(x)
+
+
+class Float32Conv2d(_Float32UnderAutocast, torch.nn.Conv2d):
     """nn.Conv2d (same parameters) that stays float32 under autocast. g_a's first layer: its
     weight gradient, the largest of the model, is a sum over every pixel of the 8-bit input, which
     bf16 rounds into the wrong direction (cosine -0.29 to float32's on a trained model). g_a's last
     layer: its output is y, which the gains scale up to ~100 quantization steps at the highest
     quality, where bf16's 8-bit mantissa would round y by more than a step. Each is ~3 % of the
     arithmetic."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):
-            return in_float32(super().forward, x)
-        return super().forward(x)
 
 
 class GDN(_CompressaiGDN):
@@ -86,14 +90,9 @@ class Deconv(torch.nn.ConvTranspose2d):
         return weight, self.bias.repeat_interleave(4)
 
 
-class Float32Deconv(Deconv):
+class Float32Deconv(_Float32UnderAutocast, Deconv):
     """Deconv that stays float32 under autocast. g_s's last layer: its output is the image, whose
     bf16 rounding (~half an 8-bit level near white) biased the MSE gradient on aec-cb-128-192-r4."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):
-            return in_float32(super().forward, x)
-        return super().forward(x)
 
 
 def anchor_mask(h: int, w: int, device=None) -> torch.Tensor:

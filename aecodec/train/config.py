@@ -27,7 +27,7 @@ class TrainConfig:
     clip: float = 1.0            # gradient-norm clip
     k_min: int = 32              # smallest k drawn in training
     k_full_fraction: float = 0.5  # fraction of steps with k drawn uniformly in [k_min, M]; else M // 2
-    # g_a/g_s's stride-2 convolutions under bfloat16 autocast on the CPU (g_a's first and last
+    # the convolutions between g_a/g_s's GDNs under bfloat16 autocast on the CPU (g_a's first and last
     # layers, g_s's last layer and every GDN stay float32, whose bf16 rounding biased the gradient): ~1.4x the steps,
     # gradient error and bias within the minibatch noise on the shipped default (docs/training.md)
     bf16: bool = True
