@@ -137,3 +137,31 @@ def test_missing_bench_extra_skips_with_a_note(monkeypatch, capsys):
     assert got and all(c.name.startswith("JPEG 4") for c in got)
     err = capsys.readouterr().err
     assert "HEIC skipped" in err and "JPEG XL skipped" in err and "aecodec[bench]" in err
+
+
+def test_effort_curve_is_what_compress_at_that_effort_writes(tmp_path, kodak_crop):
+    from aecodec.api import compress
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    kodak_crop.save(images / "a.png")
+    out = tmp_path / "out"
+    assert bench_main([str(images), "-o", str(out), "--codecs", "aecodec", "--qualities", "5", "--efforts", "1",
+                       "-j", "1", "--no-progress"]) == 0
+    plain = json.loads((out / "aecodec.json").read_text())
+    refined = json.loads((out / "aecodec-effort-1.json").read_text())
+    assert refined["settings"]["effort"] == 1 and plain["settings"]["effort"] == 0
+    pixels = kodak_crop.width * kodak_crop.height
+    for doc, effort in ((plain, 0), (refined, 1)):
+        assert doc["results"]["bpp"] == [pytest.approx(len(compress(kodak_crop, 5, effort=effort)) * 8 / pixels)]
+    # refinement keeps the cheaper candidate, so it never costs more bits for less quality
+    assert (refined["results"]["bpp"][0] <= plain["results"]["bpp"][0]
+            or refined["results"]["psnr-rgb"][0] > plain["results"]["psnr-rgb"][0])
+
+
+@pytest.mark.parametrize("efforts", ["0", "4", "x"])
+def test_bench_rejects_bad_efforts(tmp_path, efforts):
+    from aecodec.errors import AecError
+
+    with pytest.raises(AecError, match="efforts"):
+        bench_main([str(tmp_path), "-o", str(tmp_path / "out"), "--codecs", "aecodec", "--efforts", efforts])

@@ -181,13 +181,17 @@ class AecCodec(Codec):
     """aecodec through exactly the path the CLI uses (api.compress / api.decompress)."""
     k: int | None = None
     device: str = "auto"
+    effort: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.name}|{self.param}|k{self.k}|{_default_model_sha256()[:16]}"
+        # effort 0 keeps the key it had before efforts existed, so cached points stay valid
+        effort = f"|effort{self.effort}" if self.effort else ""
+        return f"{self.name}|{self.param}|k{self.k}{effort}|{_default_model_sha256()[:16]}"
 
     def settings(self):
-        return {"quality": "param", "k": self.k or "the model's default for the quality", "device": self.device}
+        return {"quality": "param", "k": self.k or "the model's default for the quality", "effort": self.effort,
+                "device": self.device}
 
     def library(self):
         from .. import __version__
@@ -198,7 +202,7 @@ class AecCodec(Codec):
     def encode(self, img):
         from ..api import compress
 
-        return compress(img, quality=int(self.param), k=self.k, device=self.device)
+        return compress(img, quality=int(self.param), k=self.k, effort=self.effort, device=self.device)
 
     def decode(self, data):
         from ..api import decompress
@@ -263,6 +267,7 @@ def classic_codecs(names=("jpeg", "jpeg2000", "webp", "avif", "avif-psnr", "heic
     return out
 
 
-def aec_codecs(qualities=QUALITY_LEVELS, ks=(None,), device="auto") -> list[Codec]:
-    return [AecCodec("aecodec" if k is None else f"aecodec k={k}", q, k, device)
-            for k in ks for q in qualities]
+def aec_codecs(qualities=QUALITY_LEVELS, ks=(None,), device="auto", efforts=()) -> list[Codec]:
+    """The default curve, one curve per extra k, and one per extra effort (at the default k)."""
+    out = [AecCodec("aecodec" if k is None else f"aecodec k={k}", q, k, device) for k in ks for q in qualities]
+    return out + [AecCodec(f"aecodec effort={e}", q, None, device, e) for e in efforts for q in qualities]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..codec.config import MAX_EFFORT
 from ..errors import AecError
 from ..fileio import atomic_write_bytes
 from ..imageio import list_images
@@ -273,11 +274,15 @@ def run_from_args(args) -> int:
         try:
             qs = [int(q) for q in args.qualities.split(",")]
             ks = [None] + [int(k) for k in args.k.split(",") if k.strip()]
+            efforts = [int(e) for e in args.efforts.split(",") if e.strip()]
         except ValueError:
-            raise AecError("--qualities and --k take comma-separated integers") from None
+            raise AecError("--qualities, --k and --efforts take comma-separated integers") from None
+        bad = [e for e in efforts if not 1 <= e <= MAX_EFFORT]
+        if bad:
+            raise AecError(f"--efforts takes efforts 1..{MAX_EFFORT} (effort 0 is the default curve), got {bad[0]}")
         if args.quick:
             qs = qs[::3]
-        codecs += aec_codecs(qs, ks, args.device)
+        codecs += aec_codecs(qs, ks, args.device, efforts)
     reference = load_reference(args.reference) if args.reference else None
     rows = run(args.directory, args.output, codecs, jobs=args.jobs, crop=256 if args.quick else None,
                max_images=2 if args.quick else None, progress=not args.no_progress)

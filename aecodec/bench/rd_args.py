@@ -17,6 +17,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--codecs", default=",".join(CODECS), help=f"comma-separated subset of {','.join(CODECS)}")
     ap.add_argument("--qualities", default="1,2,3,4,5,6,7,8", help="aecodec quality levels (default all 8)")
     ap.add_argument("--k", default="", help="extra aecodec curves at these k values, e.g. 192,48")
+    ap.add_argument("--efforts", default="",
+                    help="extra aecodec curves encoded at these efforts (1..3: the latents refined per image by "
+                    "gradient descent, like `aecodec compress --effort N`; ~13 s per Kodak image at effort 1 "
+                    "on 2 CPU cores), e.g. 1")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="where aecodec's transforms run (default auto: cuda if available)")
     ap.add_argument("-j", "--jobs", type=int, default=max(1, (os.cpu_count() or 1)),
