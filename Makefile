@@ -19,8 +19,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+# BENCH_ARGS adds options, e.g. BENCH_ARGS="--efforts 1" (~40 more CPU minutes) or "--device cuda"
 bench-kodak: $(VENV)/.installed
-	$(VENV)/bin/aecodec bench ../shared/data/kodak -o results/kodak --reference ../shared/reference/kodak --k 192 -j 2
+	$(VENV)/bin/aecodec bench ../shared/data/kodak -o results/kodak --reference ../shared/reference/kodak --k 192 -j 2 $(BENCH_ARGS)
 	$(PY) -m aecodec.bench.publish results/kodak
 
 bench-kernels: $(VENV)/.installed
