@@ -41,6 +41,7 @@ CONFIGS = [
     ("bf16 crop 256 full", True, True, False, 0, 8, 256),
     ("fp32 crop 256 compiled", False, True, True, 0, 8, 256),
     ("bf16 crop 256 compiled", True, True, True, 0, 8, 256),
+    ("bf16 crop 128 compiled", True, True, True, 0, 32, 128),  # the same pixels per step as 8 x 256
     ("fp32 crop 256 context-only uncached", False, True, False, 0, 8, 256, "context.", False),
     ("fp32 crop 256 context-only", False, True, False, 0, 8, 256, "context."),
 ]
