@@ -34,3 +34,15 @@ def test_cli_reports_a_missing_folder_in_one_line(tmp_path, capsys):
     assert publish.main([str(tmp_path / "none")]) == 1
     out = capsys.readouterr().out
     assert out.startswith("publish:") and out.count("\n") == 1
+
+
+def test_readme_results_name_the_model_that_was_measured_and_ships_as_default():
+    import json
+    import re
+
+    from aecodec.codec.zoo import DEFAULT_MODEL
+
+    readme = (publish.ROOT / "README.md").read_text()
+    measured = json.loads((publish.ROOT / "results" / "kodak" / "aecodec.json").read_text())
+    assert publish.model_name(measured) == DEFAULT_MODEL
+    assert re.search(r"^Default model `([^`]+)`", readme, re.M).group(1) == DEFAULT_MODEL
