@@ -1,4 +1,7 @@
 """bench.publish: the tables users read in README and docs/ are the ones results/ holds."""
+import json
+import re
+
 import pytest
 
 from aecodec.bench import publish
@@ -37,9 +40,6 @@ def test_cli_reports_a_missing_folder_in_one_line(tmp_path, capsys):
 
 
 def test_readme_results_name_the_model_that_was_measured_and_ships_as_default():
-    import json
-    import re
-
     from aecodec.codec.zoo import DEFAULT_MODEL
 
     readme = (publish.ROOT / "README.md").read_text()
