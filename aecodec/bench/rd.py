@@ -85,7 +85,7 @@ def _published_rows(outdir: Path, codecs: list[Codec]) -> dict:
     if not csv_path.exists():
         return {}
     same = set()
-    for codec in codecs:
+    for codec in {c.name: c for c in codecs}.values():  # one JSON per curve, not per point
         doc_path = outdir / f"{_slug(codec.name)}.json"
         if codec.name.startswith("aecodec") or not codec.library() or not doc_path.exists():
             continue
@@ -122,10 +122,12 @@ def run(directory, outdir, codecs: list[Codec], jobs: int = 1, crop: int | None 
     for codec in codecs:
         for p in images:
             f = _cache_file(cache, codec, p, digests[p], crop)
-            if not f.exists() and (codec.name, float(codec.param), p.name) in published:
-                f.write_text(json.dumps(published[codec.name, float(codec.param), p.name]))
+            row = published.get((codec.name, float(codec.param), p.name))
             if f.exists():
                 rows.append(json.loads(f.read_text()))
+            elif row is not None:
+                f.write_text(json.dumps(row))
+                rows.append(row)
             else:
                 todo.append((codec, p, crop, f))
     bar = tqdm(total=len(todo), desc="bench", disable=not progress or not todo, unit="pt")
