@@ -13,7 +13,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("directory", help="folder of images (e.g. ../shared/data/kodak)")
     ap.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                     help=f"output folder (default ./{DEFAULT_OUTPUT}); finished points are cached there, "
-                    "so a rerun into the same folder only computes what is new")
+                    "so a rerun into the same folder only computes what is new; a classic codec whose rd.csv rows "
+                    "and <codec>.json (same settings and library version) are already there, as in the "
+                    "committed results/, is read from them rather than measured again")
     ap.add_argument("--codecs", default=",".join(CODECS), help=f"comma-separated subset of {','.join(CODECS)}")
     ap.add_argument("--qualities", default="1,2,3,4,5,6,7,8", help="aecodec quality levels (default all 8)")
     ap.add_argument("--k", default="", help="extra aecodec curves at these k values, e.g. 192,48")
