@@ -9,7 +9,7 @@ from importlib import resources
 
 from ..errors import AecError
 
-DEFAULT_MODEL = "aec-cb-128-192-r7"
+DEFAULT_MODEL = "aec-cb-128-192-r8"
 
 
 def shipped_models() -> dict:
