@@ -4,6 +4,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# the shared data beside the checkout (../shared/README.md); the library itself never assumes it
+SHARED ?= ../shared
+export AECODEC_KODAK ?= $(SHARED)/data/kodak
+export AECODEC_TRAIN_DATA ?= $(SHARED)/data/train
 
 .PHONY: demo test bench-kodak bench-kernels bench-train bench-latency bench-effort train train-stop train-status train-eval clean
 
@@ -21,14 +25,15 @@ test: $(VENV)/.installed
 
 # BENCH_ARGS adds options, e.g. BENCH_ARGS="--efforts 1" (~40 more CPU minutes) or "--device cuda"
 bench-kodak: $(VENV)/.installed
-	$(VENV)/bin/aecodec bench ../shared/data/kodak -o results/kodak --reference ../shared/reference/kodak --k 192 -j 2 $(BENCH_ARGS)
-	$(PY) -m aecodec.bench.publish results/kodak
+	$(VENV)/bin/aecodec bench $(AECODEC_KODAK) -o results/kodak --reference $(SHARED)/reference/kodak --k 192 -j 2 $(BENCH_ARGS)
+	$(PY) tools/publish.py results/kodak
 
 bench-kernels: $(VENV)/.installed
-	$(PY) -m aecodec.bench.kernels --train-speed
+	$(PY) -m aecodec.bench.kernels
+	$(PY) -m aecodec.train.speed --fused-vs-eager
 
 bench-train: $(VENV)/.installed
-	$(PY) -m aecodec.bench.train_speed --check
+	$(PY) -m aecodec.train.speed --check
 
 # Pauses the background training run (if any) while it times, then lets it go on.
 bench-latency: $(VENV)/.installed

@@ -162,11 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     # positional, not --run: torchrun's own parser would take "--run" for its --run-path
     t.add_argument("run", nargs="?", default="main",
                    help="run name (under the runs directory) or a directory path; default main")
-    t.add_argument("--data", help="training folder (validation images are carved out of it by a fixed rule; "
-                   "new runs default to ../shared/data/train)")
+    t.add_argument("--data", help="training folder (validation images are carved out of it by a fixed rule); "
+                   "new runs need it, or $AECODEC_TRAIN_DATA; a resumed run keeps its own")
     t.add_argument("--init", help="new runs only: exported weights, a run state file, a shipped model "
                    "name, or 'scratch' (default: the shipped default model); with --evaluate: the model "
                    "to evaluate instead of the run")
+    t.add_argument("--family", help="new runs only: the entropy model family (hyperprior, mean-scale, "
+                   "checkerboard); a source of an earlier family grows into it with its coding unchanged "
+                   "(default: from --means/--context and the source)")
     t.add_argument("--means", action=argparse.BooleanOptionalAction, default=None,
                    help="new runs only: mean-scale hyperprior, h_s also predicts integer means (default: on)")
     t.add_argument("--context", action=argparse.BooleanOptionalAction, default=None,

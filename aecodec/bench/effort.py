@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import KODAK_ENV, kodak_folder
 from .bdrate import bd_rate
 from .metrics import psnr
 
@@ -33,13 +34,13 @@ def _images(folder: Path, names: list[str] | None) -> list[tuple[str, np.ndarray
     return out
 
 
-def _refined_run(img, q: int, loaded, efforts) -> dict[int, tuple[int, float, float]]:
+def _refined_run(img, q: int, efforts) -> dict[int, tuple[int, float, float]]:
     """One encode at the highest effort, read at every lower effort's step count too: the Adam
     path is the same for every effort, so the best latents after EFFORT_STEPS[e] steps are what
     `effort=e` codes. -> {effort: (file bytes, PSNR, encode seconds)}; the seconds of a lower
     effort are the run's time to that step (the benchmark's own measurements excluded) plus the
     final coding."""
-    from ..codec import coder
+    from ..codec import coder, engines
     from ..codec.refine import EFFORT_STEPS
 
     top = max(efforts)
@@ -54,7 +55,7 @@ def _refined_run(img, q: int, loaded, efforts) -> dict[int, tuple[int, float, fl
             paused[0] += time.perf_counter() - t1
             seen[at[step]] = (payload, mse, t1 - t0 - paused[0])
 
-    engine = coder.engine_for("cpu", effort=top, loaded=loaded)
+    engine = engines.for_device("cpu", effort=top)
     with engine.session():
         enc = coder._Encoder(img, "RGB", engine)
         data = enc.code(q, None, top, on_check)
@@ -67,11 +68,10 @@ def _refined_run(img, q: int, loaded, efforts) -> dict[int, tuple[int, float, fl
 
 def effort_table(images, qualities, efforts) -> None:
     from ..codec import coder
-    from ..codec.weights import load_model
+    from ..codec.zoo import DEFAULT_MODEL
 
-    loaded = load_model()
     print(f"effort levels on {len(images)} images ({', '.join(n for n, _ in images)}), qualities {qualities}, "
-          f"model {loaded.name}; efforts above 0 read off one effort-{max(efforts)} run per image and quality")
+          f"model {DEFAULT_MODEL}; efforts above 0 read off one effort-{max(efforts)} run per image and quality")
     print(f"{'image':>12} {'q':>3} " + " ".join(f"{'e' + str(e) + ' bytes':>10} {'dB':>7} {'s':>7}" for e in efforts))
     points = {e: {q: [] for q in qualities} for e in efforts}  # (bpp, PSNR, seconds) per image
     for q in qualities:
@@ -80,11 +80,11 @@ def effort_table(images, qualities, efforts) -> None:
             row = {}
             if 0 in efforts:
                 t0 = time.perf_counter()
-                data = coder.encode(img, "RGB", q, loaded=loaded, device="cpu")
+                data = coder.encode(img, "RGB", q, device="cpu")
                 secs = time.perf_counter() - t0
                 row[0] = (len(data), psnr(img, coder.decode(data, device="cpu")[0]), secs)
             if max(efforts) > 0:
-                row.update(_refined_run(img, q, loaded, efforts))
+                row.update(_refined_run(img, q, efforts))
             for e in efforts:
                 points[e][q].append((row[e][0] * 8 / pixels, row[e][1], row[e][2]))
             print(f"{name:>12} {q:>3} " + " ".join(f"{row[e][0]:>10} {row[e][1]:7.3f} {row[e][2]:7.1f}"
@@ -103,9 +103,7 @@ def effort_table(images, qualities, efforts) -> None:
 
 def target_table(images, targets_kb) -> None:
     from ..codec import coder
-    from ..codec.weights import load_model
 
-    loaded = load_model()
     print(f"\nsize targets over {len(images)} images")
     print("| target | achieved / target: mean | min | max | over target | quality range |")
     print("| ---: | ---: | ---: | ---: | ---: | --- |")
@@ -114,7 +112,7 @@ def target_table(images, targets_kb) -> None:
         ratios, qs, over = [], [], 0
         for _, img in images:
             try:
-                data, q = coder.encode_to_target(img, "RGB", max_bytes=target, loaded=loaded, device="cpu")
+                data, q = coder.encode_to_target(img, "RGB", max_bytes=target, device="cpu")
             except Exception:
                 continue
             ratios.append(len(data) / target)
@@ -137,7 +135,7 @@ def continuous_table(images, lo: int) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aecodec.bench.effort", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kodak", default="../shared/data/kodak")
+    ap.add_argument("--kodak", help=f"the Kodak folder (default ${KODAK_ENV})")
     ap.add_argument("--images", default="kodim01.png,kodim05.png,kodim14.png,kodim23.png",
                     help="images for the effort table (comma-separated names; the targets use all)")
     ap.add_argument("--qualities", default="2,4,6,8")
@@ -146,7 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: effort,targets,continuous")
     args = ap.parse_args(argv)
     skip = set(args.skip.split(","))
-    folder = Path(args.kodak)
+    folder = Path(kodak_folder(args.kodak))
     if "effort" not in skip:
         effort_table(_images(folder, args.images.split(",")), [int(q) for q in args.qualities.split(",")],
                      [int(e) for e in args.efforts.split(",")])

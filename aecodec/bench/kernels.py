@@ -2,14 +2,13 @@
 
 Per case: time, effective bandwidth (bytes read + written / time) and % of the GPU's peak, for the
 Triton kernel, eager PyTorch (topk + scatter + round) and torch.compile of that eager code,
-forward and forward+backward, fp32 and bf16. `--train-speed` also times training steps of the
-model (batch 16, 256x256 crops) with the fused kernel vs the eager reference path.
+forward and forward+backward, fp32 and bf16. What the kernel gains a whole training step:
+`python -m aecodec.train.speed --fused-vs-eager`.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 
@@ -86,41 +85,6 @@ def bench_case(shape, dtype, backward: bool):
     return rows
 
 
-def train_speed(steps: int = 100, batch: int = 16, crop: int = 256) -> dict:
-    from aecodec.codec.model import AecModel
-    from aecodec.train.step import rd_loss
-
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    result = {}
-    for label, flag in (("fused", "0"), ("eager", "1")):
-        os.environ["AECODEC_NO_TRITON"] = flag
-        torch.manual_seed(0)
-        model = AecModel().cuda().to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        x = torch.rand(batch, 3, crop, crop, device="cuda").contiguous(memory_format=torch.channels_last)
-        q = torch.randint(1, 9, (batch,), device="cuda")
-
-        def step():
-            out = model(x, q, 96)
-            loss, _, _ = rd_loss(out, x, q)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        for _ in range(15):
-            step()
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-        result[label] = steps / (time.perf_counter() - t)
-    os.environ.pop("AECODEC_NO_TRITON", None)
-    return result
-
-
 def tune() -> int:
     from aecodec.kernels import triton_gate_quantize
 
@@ -141,7 +105,6 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="aecodec bench kernels", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peak-gbs", type=float, help="peak memory bandwidth in GB/s (default: by GPU name)")
-    ap.add_argument("--train-speed", action="store_true", help="also time training steps fused vs eager")
     ap.add_argument("--tune", action="store_true",
                     help="sweep the kernel's tile size and warp count on 16x192x128x128 and exit")
     args = ap.parse_args(argv)
@@ -161,10 +124,6 @@ def main(argv=None) -> int:
                     print(f"{'x'.join(map(str, shape)):>18} {str(dtype)[6:]:>6} "
                           f"{'fwd+bwd' if backward else 'fwd':>8} {impl:>8} {ms:9.4f} {gbs:8.0f} "
                           f"{100 * gbs / peak:6.1f} {note}", flush=True)
-    if args.train_speed:
-        r = train_speed()
-        print(f"training (batch 16, 256x256, AecModel N=128 M=192, k=96): fused {r['fused']:.1f} it/s, "
-              f"eager {r['eager']:.1f} it/s")
     return 0
 
 

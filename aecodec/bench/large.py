@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import KODAK_ENV, kodak_folder
+
 SIZES = [(768, 512), (1920, 1080), (4000, 3000), (6000, 4000)]
 
 _CHILD = r"""
@@ -89,7 +91,7 @@ def seam_psnr(ref: np.ndarray, out: np.ndarray, content_edges: tuple[int, int], 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aecodec.bench.large", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", default="../shared/data/kodak", help="folder of photos for the mosaics")
+    ap.add_argument("--images", help=f"folder of photos for the mosaics (default ${KODAK_ENV}, the Kodak folder)")
     ap.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES))
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     args = ap.parse_args(argv)
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for w, h in sizes:
-            img = mosaic(Path(args.images), w, h)
+            img = mosaic(Path(kodak_folder(args.images)), w, h)
             src, aec, back = tmp / "in.png", tmp / "in.aec", tmp / "out.png"
             img.save(src, compress_level=1)
             enc = _run("compress", src, aec, args.device)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import KODAK_ENV, kodak_folder
 from .large import mosaic
 
 QUALITY = 4
@@ -60,17 +61,9 @@ def in_process(path: Path, repeat: int, engine: str = "numpy") -> dict:
     and the CLI use on the CPU; "torch" runs the torch engine on the CPU for comparison (measure it
     last: torch's idle OpenMP threads slow numpy's BLAS in the same process)."""
     from aecodec.bench.metrics import psnr
-    from aecodec.codec import coder
+    from aecodec.codec import coder, engines
 
-    if engine == "torch":
-        import torch
-
-        from aecodec.codec.torch_engine import TorchEngine
-        from aecodec.codec.weights import load_model
-
-        eng = TorchEngine(load_model(), torch.device("cpu"))
-    else:
-        eng = coder.engine_for("cpu")
+    eng = engines.create(engine, device="cpu" if engine == "torch" else None)
     with Image.open(path) as im:
         ref = np.asarray(im.convert("RGB"))
     data = coder.encode(ref, "RGB", QUALITY, engine=eng)  # warms up
@@ -91,12 +84,12 @@ def in_process(path: Path, repeat: int, engine: str = "numpy") -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aecodec.bench.latency", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kodak", default="../shared/data/kodak", help="Kodak folder (kodim23, the batch, the mosaic)")
+    ap.add_argument("--kodak", help=f"Kodak folder: kodim23, the batch, the mosaic (default ${KODAK_ENV})")
     ap.add_argument("--repeat", type=int, default=5, help="in-process runs on kodim23 (median reported)")
     ap.add_argument("--no-large", action="store_true", help="skip the 24 MP image")
     ap.add_argument("--separate", action="store_true", help="also time one process per file for the batch")
     args = ap.parse_args(argv)
-    kodak = Path(args.kodak)
+    kodak = Path(kodak_folder(args.kodak))
     kodim23 = kodak / "kodim23.png"
     files = sorted(kodak.glob("*.png"))
     if not kodim23.exists() or len(files) < 2:

@@ -305,7 +305,17 @@ def main(argv=None) -> int:
     return run_from_args(ap.parse_args(argv))
 
 
+def _require_bench_extra() -> None:
+    """MS-SSIM and the plots come with the `bench` extra (`aecodec compress` needs neither)."""
+    import importlib.util
+
+    missing = [m for m in ("matplotlib", "pytorch_msssim") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise AecError(f"aecodec bench needs {' and '.join(missing)}: pip install 'aecodec[bench]'")
+
+
 def run_from_args(args) -> int:
+    _require_bench_extra()
     names = {c.strip() for c in args.codecs.split(",") if c.strip()}
     unknown = names - set(CODECS)
     if unknown:

@@ -1,68 +1,25 @@
-"""Image <-> bitstream, the whole data flow:
+"""Image <-> bitstream, the whole data flow, in one place:
 
     pixels -> pad -> g_a -> gain -> gate_quantize(k) -> h_a -> entropy coders -> bitstream
     bitstream -> entropy decoders -> inverse gain -> g_s -> crop -> pixels
 
-Two engines run these steps: on the CPU the numpy engine (numpy_engine.py; no torch import, so a
-CLI call starts in a fraction of a second), on a GPU the torch engine (torch_engine.py), which also
-refines latents (effort > 0) on any device. Entropy coding, with the scale network in float64,
-always runs on the CPU through one implementation (entropy_coder.py), so a file encoded by either
-engine on any device decodes on any other.
+An engine (engines/) runs the steps: on the CPU the numpy engine (no torch import, so a CLI call
+starts in a fraction of a second), on a GPU the torch engine, which also refines latents (effort >
+0) on any device. Entropy coding, with the scale network in float64, always runs on the CPU
+through the model's family's coder (families/), so a file encoded by any engine on any device
+decodes on any other. Training's validation and the export's choice of k code through here too.
 """
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import numpy as np
 
 from ..errors import AecError
-from . import bitstream
+from . import bitstream, engines
 from .config import MAX_EFFORT, PAD
 from .weights import DIGEST_BYTES
-from .zoo import DEFAULT_MODEL, check_known
-
-
-def device_name(device) -> str:
-    """"cpu", or a torch device string such as "cuda": where the transforms run. "auto" picks a
-    CUDA GPU when there is one; without a GPU driver on the machine it answers without torch."""
-    if device in (None, "auto"):
-        if "torch" not in sys.modules and not any(os.path.exists(p) for p in _GPU_DEVICE_FILES):
-            return "cpu"
-    elif str(device) == "cpu":
-        return "cpu"
-    from .torch_engine import resolve_device
-
-    dev = resolve_device(device)
-    return "cpu" if dev.type == "cpu" else str(dev)
-
-
-_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg")  # NVIDIA driver (Linux, WSL); torch decides beyond
-
-
-def engine_for(device=None, effort: int = 0, loaded=None, model: str | None = None):
-    """The engine for coding on `device`: numpy on the CPU, torch on a GPU or for effort > 0 (its
-    gradient descent needs autograd). loaded: a weights.LoadedModel to code with (e.g. read from
-    a file); otherwise the shipped model named `model` (default: DEFAULT_MODEL)."""
-    dev = device_name(device)
-    if dev == "cpu" and not effort:
-        return _numpy_engine(loaded, model)
-    from .torch_engine import TorchEngine, resolve_device
-    from .weights import load_model
-
-    loaded = loaded or load_model(model or DEFAULT_MODEL)
-    # on the CPU, files decode with the numpy engine: refinement measures what it will show
-    return TorchEngine(loaded, resolve_device(dev), viewer=_numpy_engine(loaded, None) if dev == "cpu" else None)
-
-
-def _numpy_engine(loaded, model: str | None):
-    from . import numpy_model
-    from .numpy_engine import NumpyEngine
-
-    if loaded is None:
-        return NumpyEngine(numpy_model.load_model(model or DEFAULT_MODEL))
-    return NumpyEngine(loaded.numpy_model())
+from .zoo import check_known
 
 
 def _check_quality(quality) -> int | float:
@@ -145,15 +102,15 @@ class _Encoder:
 
 
 def encode(rgb: np.ndarray, mode: str, quality: int | float, k: int | None = None,
-           loaded=None, device=None, effort: int = 0, progress=None, model: str | None = None,
-           engine=None) -> bytes:
+           device=None, effort: int = 0, progress=None, model=None, engine=None) -> bytes:
     """Encode an 8-bit (H, W, 3) array. mode is the colour mode recorded for the decoder.
     quality: 1..8; values between the levels (in steps of 1/256) interpolate the gains.
     effort: 0 (one pass) .. MAX_EFFORT: refine the latents for this image (codec/refine.py);
-    progress(step, steps) is called as the refinement goes. loaded / model: see engine_for;
-    engine: one to use instead (benchmarks and tests compare the engines)."""
+    progress(step, steps) is called as the refinement goes. model: a shipped model's name
+    (default: the default model) or weights.Weights; engine: one to use instead of the device's
+    (benchmarks and tests compare the engines)."""
     quality, effort = _check_quality(quality), _check_effort(effort)
-    engine = engine or engine_for(device, effort, loaded, model)
+    engine = engine or engines.for_device(device, effort, model)
     with engine.session():
         return _Encoder(rgb, mode, engine).code(quality, k, effort, _on_check(progress))
 
@@ -171,8 +128,7 @@ def _on_check(progress):
 
 def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None,
                      min_psnr: float | None = None, k: int | None = None,
-                     loaded=None, device=None, effort: int = 0, progress=None,
-                     model: str | None = None) -> tuple[bytes, int | float]:
+                     device=None, effort: int = 0, progress=None, model=None) -> tuple[bytes, int | float]:
     """-> (file, quality): the highest quality whose file fits in max_bytes (never over), or the
     lowest quality whose decoded PSNR reaches min_psnr. Bisection over the 1/256 quality grid
     (~11 codings; the analysis transform runs once).
@@ -184,7 +140,7 @@ def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None
     if (max_bytes is None) == (min_psnr is None):
         raise AecError("give exactly one target: a size or a PSNR")
     effort, on_check = _check_effort(effort), _on_check(progress)
-    engine = engine_for(device, effort, loaded, model)
+    engine = engines.for_device(device, effort, model)
     with engine.session():
         enc = _Encoder(rgb, mode, engine)
         data, q = _search(enc, k, max_bytes, min_psnr)
@@ -254,9 +210,13 @@ def _search(enc: _Encoder, k: int | None, max_bytes: int | None, min_psnr: float
 
 
 def engine_to_decode(header: bitstream.Header, device=None, engine=None):
-    """The engine for decoding this file on `device`, with the model that wrote it."""
-    check_known(header.model)
-    engine = engine or engine_for(device, model=header.model)
+    """The engine for decoding this file on `device`, with the model that wrote it (or `engine`,
+    which must hold that model)."""
+    if engine is None:
+        check_known(header.model)
+        engine = engines.for_device(device, model=header.model)
+    elif engine.name != header.model:
+        raise AecError(f"file was made by model {header.model!r}, not {engine.name!r}")
     if engine.digest[:DIGEST_BYTES] != header.digest:
         raise AecError(f"file was made by other weights of model {header.model!r} "
                        f"(digest {header.digest.hex()}, installed {engine.digest[:DIGEST_BYTES].hex()}); "

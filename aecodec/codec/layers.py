@@ -1,11 +1,17 @@
-"""Layers of the transforms: CompressAI's GDN with a faster inference path on the CPU."""
+"""The torch layers of the networks, and `build`, which turns a spec's layer list (spec.py) into
+them: CompressAI's GDN with a faster inference path on the CPU, the transposed convolution, the
+float32-under-autocast variants, and the checkerboard context's training module."""
 from __future__ import annotations
 
 import torch
 
+from typing import TYPE_CHECKING
+
 from .compressai_parts import GDN as _CompressaiGDN
-from .config import CONTEXT_TAPS
 from .numpy_ops import POLYPHASE_TAPS
+
+if TYPE_CHECKING:
+    from .spec import Layer
 
 _ROWS = 4096  # pixels per block: a block's activations stay in cache between the GDN's steps
 
@@ -95,12 +101,22 @@ class Float32Deconv(_Float32UnderAutocast, Deconv):
     bf16 rounding (~half an 8-bit level near white) biased the MSE gradient on aec-cb-128-192-r4."""
 
 
-def anchor_mask(h: int, w: int, device=None) -> torch.Tensor:
-    """(1, 1, h, w) float: 1 at the checkerboard's anchors ((row + col) even), coded first."""
-    i = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
-    return ((i % 2) == 0).float()[None, None]
-
-
+def build(layers: tuple[Layer, ...]) -> torch.nn.Sequential:
+    """A spec's layer list as torch modules; module i holds the weights of layer i."""
+    modules = []
+    for layer in layers:
+        if layer.op == "conv":
+            cls = Float32Conv2d if layer.f32 else torch.nn.Conv2d
+            modules.append(cls(layer.cin, layer.cout, layer.k, stride=layer.s, padding=layer.k // 2))
+        elif layer.op == "deconv":
+            modules.append((Float32Deconv if layer.f32 else Deconv)(layer.cin, layer.cout))
+        elif layer.op in ("gdn", "igdn"):
+            modules.append(GDN(layer.cin, inverse=layer.op == "igdn"))
+        elif layer.op == "relu":
+            modules.append(torch.nn.ReLU(inplace=True))
+        else:
+            raise ValueError(f"no torch layer for {layer.op!r}")
+    return torch.nn.Sequential(*modules)
 
 
 class CheckerboardContext(torch.nn.Module):
@@ -109,13 +125,17 @@ class CheckerboardContext(torch.nn.Module):
     around them, through a 5x5 convolution over the 12 anchor taps (`ctx_weight`, M -> 2M) and
     1x1 layers (`ep`) that correct the hyperprior's scales and means. The correction's last layer
     starts at zero, so a model gains a context with its coding unchanged and learns to use it.
-    Coding computes the same network in float64 (entropy_coder.py)."""
+    The family (families/checkerboard.py) gives the taps and the anchors' rule, and computes the
+    same network in float64 for coding."""
 
-    def __init__(self, M: int):
+    def __init__(self, M: int, taps: tuple[tuple[int, int], ...], anchors):
+        """taps: the (dy, dx) offsets of the window that are anchors; anchors(h, w): the (h, w)
+        numpy bool mask of the anchors."""
         super().__init__()
-        self.ctx_weight = torch.nn.Parameter(torch.empty(2 * M, M, len(CONTEXT_TAPS)))
+        self.anchors = anchors
+        self.ctx_weight = torch.nn.Parameter(torch.empty(2 * M, M, len(taps)))
         self.ctx_bias = torch.nn.Parameter(torch.zeros(2 * M))
-        bound = 1 / (M * len(CONTEXT_TAPS)) ** 0.5  # Conv2d's default scale for this fan-in
+        bound = 1 / (M * len(taps)) ** 0.5  # Conv2d's default scale for this fan-in
         torch.nn.init.uniform_(self.ctx_weight, -bound, bound)
         self.ep = torch.nn.Sequential(
             torch.nn.Conv2d(4 * M, 10 * M // 3, 1), torch.nn.ReLU(inplace=True),
@@ -124,9 +144,13 @@ class CheckerboardContext(torch.nn.Module):
         )
         torch.nn.init.zeros_(self.ep[-1].weight)
         torch.nn.init.zeros_(self.ep[-1].bias)
-        # where each tap sits in the flattened 5x5 window (not saved: derived from CONTEXT_TAPS)
-        self.register_buffer("tap_index", torch.tensor([(dy + 2) * 5 + dx + 2 for dy, dx in CONTEXT_TAPS]),
+        # where each tap sits in the flattened 5x5 window (not saved: derived from the taps)
+        self.register_buffer("tap_index", torch.tensor([(dy + 2) * 5 + dx + 2 for dy, dx in taps]),
                              persistent=False)
+
+    def mask(self, h: int, w: int, device=None) -> torch.Tensor:
+        """(1, 1, h, w) float: 1 at the anchors."""
+        return torch.from_numpy(self.anchors(h, w)).to(device).float()[None, None]
 
     def kernel(self) -> torch.Tensor:
         """The (2M, M, 5, 5) convolution kernel: the taps in place, zeros elsewhere."""
@@ -136,7 +160,7 @@ class CheckerboardContext(torch.nn.Module):
     def forward(self, params: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
         """params: h_s's output (B, 2M, h, w); y_hat: the quantized latents (only the anchors are
         read) -> the parameters with the non-anchors' corrected."""
-        anchors = anchor_mask(*y_hat.shape[-2:], device=y_hat.device)
+        anchors = self.mask(*y_hat.shape[-2:], device=y_hat.device)
         ctx = torch.nn.functional.conv2d(y_hat * anchors, self.kernel(), self.ctx_bias, padding=2)
         delta = self.ep(torch.cat([params, ctx], dim=1))
         return params + delta * (1 - anchors)

@@ -34,7 +34,9 @@ import torch.nn.functional as F
 
 from ..kernels import gate_quantize
 from .config import EFFORT_STEPS, MAX_EFFORT  # noqa: F401 (re-exported)
-from .model import LAMBDAS, AecModel
+from .families.base import likelihoods
+from .config import LAMBDAS
+from .model import AecModel
 
 MAX_PIXELS = 1920 * 1088  # refinement backpropagates through g_s over the whole image: ~3 GB here
 CHECK_EVERY = 10       # steps between real-cost checks: a higher effort sees every check of a lower one
@@ -53,19 +55,18 @@ def rd_lambda(quality: int | float) -> float:
 
 def _hyper_parameters(model: AecModel, z: torch.Tensor) -> torch.Tensor:
     """h_s's output for the continuous z, rounded as the coder rounds it."""
-    medians = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+    medians = model.entropy_bottleneck.quantiles[:, 0, 1].reshape(1, -1, 1, 1)
     return model.h_s(torch.round(z - medians) + medians)
 
 
 def _entropy_parameters(model: AecModel, params: torch.Tensor, y: torch.Tensor):
-    """(scales, integer means or None) for y; a checkerboard context reads y's anchors."""
-    scales, means = model.y_parameters(params, y)
+    """(scales, integer means or None) for y; a context reads y's anchors."""
+    scales, means = model.family.y_parameters(model, params, y)
     return scales, (torch.round(means) if means is not None else None)
 
 
 def _bits(model: AecModel, y: torch.Tensor, scales: torch.Tensor, means) -> torch.Tensor:
-    gc = model.gaussian_conditional
-    return -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y, scales, means))).sum()
+    return -torch.log2(likelihoods(model.gaussian_conditional, y, scales, means)).sum()
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -114,7 +115,7 @@ def refine(model: AecModel, x: torch.Tensor, size: tuple[int, int], y_scaled: to
         x = x[:, :, :h, :w].clone()
         z = z.clone()
         y_var = y_scaled.clone().requires_grad_(True)
-        _, ig = model._gains(quality, x.device)
+        _, ig = model.gains(quality, x.device)
         with torch.no_grad():
             params = _hyper_parameters(model, z)
             scales, means = _entropy_parameters(model, params, y_var)
@@ -126,7 +127,7 @@ def refine(model: AecModel, x: torch.Tensor, size: tuple[int, int], y_scaled: to
             with torch.no_grad():  # the gate: which channels this y keeps
                 kept = (gate_quantize(y_var, k, mode="mixed", noise=zeros)[0] != 0).float()
             y_soft = _soft_round(y_var, TEMPERATURE * math.exp(-step / ANNEAL_STEPS), gen) * kept
-            if model.config.context:  # the non-anchors' parameters follow the anchors being refined
+            if model.family.uses_context:  # the non-anchors' parameters follow the anchors being refined
                 scales, means = _entropy_parameters(model, params, y_soft)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=low_precision):
                 x_hat = model.g_s(y_soft * ig)[:, :, :h, :w]

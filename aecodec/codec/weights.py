@@ -13,8 +13,9 @@ import threading
 from pathlib import Path
 
 from ..errors import AecError
-from .config import ModelConfig
-from .zoo import DEFAULT_MODEL, shipped_model_bytes, shipped_models  # noqa: F401 (re-exported)
+from .spec import ModelConfig
+from .zoo import DEFAULT_MODEL, shipped_model_bytes
+
 DIGEST_BYTES = 8
 _FP16_SUFFIXES = (".weight", ".bias", ".ctx_weight", ".ctx_bias")  # conv kernels and biases; GDN/entropy/gain params stay float32
 
@@ -23,8 +24,9 @@ def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _is_half_safe(name: str) -> bool:
-    return name.startswith(("g_a.", "g_s.", "h_a.", "h_s.", "context.")) and name.endswith(_FP16_SUFFIXES)
+def _is_half_safe(name: str, config: ModelConfig) -> bool:
+    networks = ("g_a", "g_s", "h_a", "h_s") + config.family_impl.modules
+    return name.startswith(tuple(f"{n}." for n in networks)) and name.endswith(_FP16_SUFFIXES)
 
 
 def export_bytes(model, name: str, default_k: list[int], extra: dict | None = None) -> bytes:
@@ -37,7 +39,7 @@ def export_bytes(model, name: str, default_k: list[int], extra: dict | None = No
     for key, t in model.state_dict().items():
         t = t.detach().contiguous()
         if t.is_floating_point():
-            t = t.half() if _is_half_safe(key) else t.float()
+            t = t.half() if _is_half_safe(key, model.config) else t.float()
         tensors[key] = t
     meta = {
         "format": "aecodec-weights-1",
@@ -78,87 +80,94 @@ def parse_metadata(data: bytes) -> tuple[str, ModelConfig, list[int]]:
     return meta.get("name", "unnamed"), config, default_k
 
 
-class LoadedModel:
-    """A model ready for coding: network, default k per quality, identity (name, digest)."""
+class Weights:
+    """A model's weights as numpy arrays, with its identity (name, SHA-256 of the file), its
+    architecture and its default k per quality: what every engine builds its program from.
+    Torch-free. Its entropy coder (the family's, float64) is built once, on first use.
 
-    def __init__(self, model: AecModel, name: str, file_digest: bytes, default_k: list[int]):
-        self.model = model
-        self.name = name
-        self.digest = file_digest
-        self.default_k = default_k
-        self.lock = threading.RLock()  # torch modules are not safe to run from several threads
-        self.device_models = {}  # torch device -> copy of the model there (torch_engine)
-        self._numpy = None
+    Engines keep their own arrangement of the weights, so once they are built the arrays are
+    needed only to build another engine: weights that can be read again (shipped ones) let them
+    go (`release`), which keeps a CLI call's memory at what its engine holds."""
+
+    def __init__(self, tensors: dict, config: ModelConfig, name: str, file_digest: bytes, default_k: list[int],
+                 reread=None):
+        """reread: () -> the file's bytes again, for weights whose arrays may be released."""
+        self._tensors, self._reread = tensors, reread
+        self.config, self.name, self.digest, self.default_k = config, name, file_digest, default_k
+        self._coder = None
+        self._lock = threading.Lock()
+
+    @property
+    def tensors(self) -> dict:
+        with self._lock:
+            if self._tensors is None:
+                self._tensors = Weights.from_bytes(self._reread(), self.digest.hex())._tensors
+            return self._tensors
+
+    def release(self) -> None:
+        """Let the arrays go if they can be read again (engines built from them keep their own)."""
+        with self._lock:
+            if self._reread is not None:
+                self._tensors = None
 
     @property
     def short_digest(self) -> bytes:
         return self.digest[:DIGEST_BYTES]
 
-    def numpy_model(self):
-        """The same weights for the numpy engine (built once)."""
-        with self.lock:
-            if self._numpy is None:
-                from .numpy_model import from_torch
+    def coder(self):
+        """The entropy coder of these weights (families/), built once."""
+        if self._coder is None:
+            tensors = self.tensors
+            with self._lock:
+                if self._coder is None:
+                    try:
+                        self._coder = self.config.family_impl.coder(tensors, self.config)
+                    except (KeyError, ValueError) as e:
+                        raise AecError(f"weights file does not fit the model: {e}") from None
+        return self._coder
 
-                self._numpy = from_torch(self)
-            return self._numpy
+    @classmethod
+    def from_bytes(cls, data: bytes, expected_sha256: str | None = None) -> "Weights":
+        """A weights file's contents, verified (digest when given, metadata, tensors)."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        file_digest = digest(data)
+        if expected_sha256 is not None and file_digest.hex() != expected_sha256:
+            raise AecError("weights file does not match its recorded SHA-256 digest (tampered or damaged); "
+                           "reinstall aecodec")
+        name, config, default_k = parse_metadata(data)
+        try:
+            tensors = load(data)
+        except (ValueError, SafetensorError) as e:
+            raise AecError(f"weights file is malformed: {e}") from None
+        return cls(tensors, config, name, file_digest, default_k)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Weights":
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise AecError(f"cannot read weights {path}: {e.strerror}") from None
+        return cls.from_bytes(data)
+
+    @classmethod
+    def shipped(cls, name: str = DEFAULT_MODEL) -> "Weights":
+        """A shipped model by name, read once and cached, its digest verified."""
+        with _cache_lock:
+            if name not in _cache:
+                data, sha = shipped_model_bytes(name)
+                weights = cls.from_bytes(data, expected_sha256=sha)
+                weights._reread = lambda: shipped_model_bytes(name)[0]
+                _cache[name] = weights
+            return _cache[name]
+
+    @classmethod
+    def from_model(cls, model, name: str = "validation", default_k: list[int] | None = None) -> "Weights":
+        """An in-memory torch model's weights (a training run's, say), with a null digest. Its
+        CDF tables must be current (AecModel.update)."""
+        return cls(model.coding_state(), model.config, name, bytes(32), default_k or [model.config.M] * model.config.qualities)
 
 
-def read_weights(data: bytes, expected_sha256: str | None, load):
-    """A weights file's (tensors, name, architecture, default k, SHA-256), verified; `load` is
-    safetensors' numpy or torch loader (the numpy engine never imports torch)."""
-    from safetensors import SafetensorError
-
-    file_digest = digest(data)
-    if expected_sha256 is not None and file_digest.hex() != expected_sha256:
-        raise AecError("weights file does not match its recorded SHA-256 digest (tampered or damaged); "
-                       "reinstall aecodec")
-    name, config, default_k = parse_metadata(data)
-    try:
-        tensors = load(data)
-    except (ValueError, SafetensorError) as e:
-        raise AecError(f"weights file is malformed: {e}") from None
-    return tensors, name, config, default_k, file_digest
-
-
-def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> LoadedModel:
-    import torch
-    from safetensors.torch import load
-
-    from .model import AecModel
-
-    tensors, name, config, default_k, file_digest = read_weights(data, expected_sha256, load)
-    model = AecModel(config)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError) as e:
-        raise AecError(f"weights file does not fit the model: {str(e).splitlines()[0]}") from None
-    model = model.eval().to(memory_format=torch.channels_last)  # the faster layout for CPU convolutions
-    return LoadedModel(model, name, file_digest, default_k)
-
-
-_cache: dict[tuple[str, str], object] = {}
+_cache: dict[str, Weights] = {}
 _cache_lock = threading.Lock()
-
-
-def load_shipped(name: str, from_bytes, kind: str):
-    """A shipped model by name, read once per kind (torch or numpy) and cached, digest verified."""
-    with _cache_lock:
-        if (kind, name) not in _cache:
-            data, sha = shipped_model_bytes(name)
-            _cache[kind, name] = from_bytes(data, expected_sha256=sha)
-        return _cache[kind, name]
-
-
-def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
-    """Load (once, then cached) a shipped model by name for the torch engine and training."""
-    return load_shipped(name, model_from_bytes, "torch")
-
-
-def load_model_file(path: str | Path) -> LoadedModel:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise AecError(f"cannot read weights {path}: {e.strerror}") from None
-    return model_from_bytes(data)

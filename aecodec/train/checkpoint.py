@@ -17,8 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..codec.model import AecModel, ModelConfig, with_mean_head
-from ..codec.weights import DEFAULT_MODEL, load_model_file, model_from_bytes, read_metadata, shipped_model_bytes
+from ..codec import families
+from ..codec.model import AecModel
+from ..codec.spec import ModelConfig
+from ..codec.weights import DEFAULT_MODEL, Weights, read_metadata, shipped_model_bytes
 from ..errors import AecError
 from .config import TrainConfig
 from .distributed import World
@@ -117,49 +119,51 @@ def weight_keys(keys) -> list[str]:
     return [k for k in keys if k.startswith("model.") and k[6:] not in ema] + [k for k in keys if k.startswith("ema.")]
 
 
-def initial_model(init: str | None, means: bool | None = None, context: bool | None = None) -> AecModel:
-    """A model to start a new run from: exported weights or a run state's EMA weights (a path), a
-    shipped model name, or "scratch". The default is the shipped default model, so a machine that
-    lost its run directory continues from what the repository ships. means=True asks for a
-    mean-scale model; a scale-only source then gets a zero-initialized mean head, so the trained
-    transforms carry over. context=True adds a checkerboard context likewise (its correction
-    starts at zero). None keeps the source's architecture."""
+def source_weights(init: str | None) -> tuple[ModelConfig | None, dict | None]:
+    """(architecture, state dict) of what a new run starts from: exported weights or a run state's
+    EMA weights (a path), a shipped model name, or "scratch" ((None, None)). The default is the
+    shipped default model, so a machine that lost its run directory continues from what the
+    repository ships."""
     if init == "scratch":
-        return AecModel(ModelConfig(means=bool(means) or bool(context), context=bool(context)))
+        return None, None
     if init is None or init in _shipped_names():
-        data, sha = shipped_model_bytes(init or DEFAULT_MODEL)
-        source = model_from_bytes(data, expected_sha256=sha).model
-        config, state = source.config, source.state_dict()
-    else:
-        p = Path(init)
+        source = AecModel.from_weights(Weights.shipped(init or DEFAULT_MODEL))
+        return source.config, source.state_dict()
+    p = Path(init)
+    try:
+        meta = read_meta(p)
+    except AecError:
+        source = AecModel.from_weights(Weights.from_file(p))
+        return source.config, source.state_dict()
+    except Exception as e:  # not safetensors at all
+        raise AecError(f"{init}: cannot read ({e})") from None
+    tensors = load_file(str(p))
+    return ModelConfig.from_dict(meta["model_config"]), {k.split(".", 1)[1]: tensors[k] for k in weight_keys(tensors)}
+
+
+def grown(config: ModelConfig | None, state: dict | None, family: str | None) -> AecModel:
+    """The source model (source_weights) as a model of `family` (None: its own). A source of an
+    earlier family grows into it through each family's `grow` (families.lineage), which keeps its
+    coding unchanged at first: a scale-only model gains a zero mean head, a mean-scale one a
+    context whose correction is zero. No source: a new model of `family`, randomly initialised."""
+    if config is None:
+        return AecModel(ModelConfig(family=family or "mean-scale"))
+    if family is not None and family != config.family:
         try:
-            meta = read_meta(p)
-        except AecError:
-            source = load_model_file(p).model
-            config, state = source.config, source.state_dict()
-        except Exception as e:  # not safetensors at all
-            raise AecError(f"{init}: cannot read ({e})") from None
-        else:
-            tensors = load_file(str(p))
-            config = ModelConfig.from_dict(meta["model_config"])
-            state = {k.split(".", 1)[1]: tensors[k] for k in weight_keys(tensors)}
-    if means and not config.means:
-        config = dataclasses.replace(config, means=True)
-        state = with_mean_head(state, config.M)
-    elif config.means and means is False:
-        raise AecError(f"{init}: a mean-scale model cannot start a scale-only run")
-    adding_context = bool(context) and not config.context
-    if adding_context:
-        if not config.means:
-            raise AecError("the checkerboard context needs a mean-scale model (--means)")
-        config = dataclasses.replace(config, context=True)
-    elif config.context and context is False:
-        raise AecError(f"{init}: a model with a context cannot start a run without one")
+            path = families.lineage(config.family, family)
+        except ValueError as e:
+            raise AecError(str(e)) from None
+        for fam in path:
+            config = dataclasses.replace(config, family=fam.name)
+            state = fam.grow(state, AecModel(config))
     model = AecModel(config)
-    if adding_context:  # the new context keeps its initialisation (a zero correction): coding is unchanged
-        state = {**{k: v for k, v in model.state_dict().items() if k.startswith("context.")}, **state}
     model.load_state_dict(state)
     return model
+
+
+def initial_model(init: str | None, family: str | None = None) -> AecModel:
+    """grown(source_weights(init), family): a model to start from, or to evaluate."""
+    return grown(*source_weights(init), family)
 
 
 def training_totals(step: int, counters: dict) -> dict:
@@ -191,6 +195,6 @@ def initial_history(init: str | None) -> dict:
 
 
 def _shipped_names():
-    from ..codec.weights import shipped_models
+    from ..codec.zoo import shipped_models
 
     return shipped_models()

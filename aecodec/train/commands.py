@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
 
 from ..errors import AecError
 from .checkpoint import STATE_FILE, initial_model, load_state, read_meta, training_totals
-from .config import TrainConfig
+from .config import DATA_ENV
 from .data import validation_set
 from .evaluate import bd_vs_jpeg2000, coding_copy, evaluate, format_result, jpeg2000_anchor
 
-_RECIPE_FLAGS = ("means", "context", "train_only", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "compile", "threads", "seed")
+_RECIPE_FLAGS = ("family", "means", "context", "train_only", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "compile", "threads", "seed")
 
 
 def _overrides(args) -> dict:
@@ -21,6 +22,14 @@ def _overrides(args) -> dict:
     if "data" in out:
         out["data"] = str(Path(out["data"]).resolve())
     return out
+
+
+def data_dir(given: str | None, what: str) -> str:
+    """The training folder: --data, else $AECODEC_TRAIN_DATA; a clear error without either."""
+    data = given or os.environ.get(DATA_ENV)
+    if not data:
+        raise AecError(f"{what} needs the training images: give --data DIR or set {DATA_ENV}")
+    return str(Path(data).resolve())
 
 
 def _validate(model, data_dir: str, cache_dir: Path, state: dict | None = None):
@@ -36,7 +45,7 @@ def cmd_train(args) -> int:
     rdir = run_dir(args.run)
     if args.evaluate and args.init:  # a weights file or shipped model instead of a run
         model = initial_model(args.init)
-        data = str(Path(args.data or TrainConfig().data).resolve())
+        data = data_dir(args.data, "--evaluate --init")
         result, bd, n = _validate(model, data, rdir.parent)
         print(f"{args.init}: validation ({n} images):")
         print(format_result(result, bd))
@@ -60,7 +69,7 @@ def cmd_train(args) -> int:
         return 0
     overrides = _overrides(args)
     if not (rdir / STATE_FILE).exists():
-        overrides.setdefault("data", str(Path(TrainConfig().data).resolve()))
+        overrides["data"] = data_dir(args.data, "a new run")
     train(rdir, overrides, init=args.init, max_steps=args.steps, max_minutes=args.minutes,
           save_minutes=args.save_minutes, log_seconds=args.log_seconds, quiet=args.quiet, device=args.device)
     return 0
@@ -85,10 +94,10 @@ def cmd_export(args) -> int:
                  "train_history": json.dumps(training_totals(meta["step"], meta["counters"]))}
         data_dir = meta["config"]["data"]
     except AecError:
-        data_dir = TrainConfig().data
+        data_dir = None
     coder = coding_copy(model)
     if args.default_k in (None, "auto"):
-        images = validation_set(args.data or data_dir)[: args.k_images]
+        images = validation_set(args.data or data_dir or data_dir(None, "choosing k"))[: args.k_images]
         default_k = choose_default_k(coder, images)
     else:
         default_k = [int(v) for v in args.default_k.split(",")]
@@ -97,6 +106,6 @@ def cmd_export(args) -> int:
     if not math.prod(1 <= k <= model.config.M for k in default_k) or len(default_k) != model.config.qualities:
         raise AecError(f"--default-k needs {model.config.qualities} values in 1..{model.config.M}")
     c = model.config
-    name = args.name or f"aec-{'cb' if c.context else 'msh' if c.means else 'hp'}-{c.N}-{c.M}"
+    name = args.name or f"aec-{c.family_impl.tag}-{c.N}-{c.M}"
     write_weights(coder, Path(args.output), name, default_k, extra, args.force, args.register)
     return 0

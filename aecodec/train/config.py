@@ -7,13 +7,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import AecError
+
 # The long run's home: outside the repository, survives between sessions on the same machine.
 RUNS_DIR = Path(os.environ.get("AECODEC_RUNS", Path.home() / ".cache" / "aecodec" / "runs"))
+DATA_ENV = "AECODEC_TRAIN_DATA"  # the training folder when --data is not given
 
 
 @dataclass
 class TrainConfig:
-    data: str = "../shared/data/train"
+    data: str = ""               # the training folder (required for a new run)
+    # a new run's entropy model family (codec/families/); "" = from the flags below and the source
+    family: str = ""
     means: bool = True           # mean-scale hyperprior (integer means); see docs/training.md
     context: bool = False        # checkerboard context on top of the mean-scale hyperprior
     # comma-separated parameter-name prefixes: train only these (e.g. "context." to fit a new
@@ -36,6 +41,25 @@ class TrainConfig:
     compile: bool = True
     threads: int = 0             # torch threads; 0 = the machine's cores
     seed: int = 0
+
+    @staticmethod
+    def target_family(overrides: dict, source: str | None) -> str | None:
+        """The family a new run trains, from its flags and its source's family (None: the
+        source's own). --family names it; --context asks for the checkerboard; --means (the
+        default) grows a scale-only source a mean head; --no-means and --no-context refuse
+        sources that have them."""
+        if overrides.get("family"):
+            return overrides["family"]
+        context, means = overrides.get("context"), overrides.get("means", True)
+        if context:
+            return "checkerboard"
+        if context is False and source == "checkerboard":
+            raise AecError("a model with a context cannot start a run without one")
+        if means is False and source not in (None, "hyperprior"):
+            raise AecError(f"a {source} model cannot start a scale-only run")
+        if source is None:
+            return "mean-scale" if means else "hyperprior"
+        return "mean-scale" if means and source == "hyperprior" else None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

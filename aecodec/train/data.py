@@ -1,7 +1,8 @@
 """Training and validation images.
 
-The validation set is carved out of the training folder by a fixed rule (the first VAL_COUNT
-files by SHA-256 of their name), so it is the same on every machine and never trained on. Kodak is
+The validation set is carved out of the training folder by a fixed rule (one file in five, at
+most VAL_COUNT: the first by SHA-256 of their name), so it is the same on every machine and never
+trained on; a folder of a few photos still trains. Kodak is
 the test set and plays no part here.
 
 Training crops cost the cores nothing: every image is decoded once and kept as uint8 tensors at a
@@ -23,15 +24,17 @@ from PIL import Image
 from ..errors import AecError
 from ..imageio import list_images
 
-VAL_COUNT = 24
+VAL_COUNT = 24           # validation images of a large folder
+VAL_SHARE = 5            # a small folder holds out one image in VAL_SHARE
 VAL_MAX_SIDE = 512       # validation images are center crops of at most this side
 SCALES = (1.0, 0.8, 0.63, 0.5)  # training crops come from the image resized by one of these
 
 
 def split(files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(train, validation) file lists: validation = the first VAL_COUNT by SHA-256 of the name."""
+    """(train, validation) file lists: validation = the first min(VAL_COUNT, len // VAL_SHARE)
+    files by SHA-256 of the name."""
     ranked = sorted(files, key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
-    val = set(ranked[:VAL_COUNT])
+    val = set(ranked[:min(VAL_COUNT, len(files) // VAL_SHARE)])
     return [p for p in files if p not in val], sorted(val)
 
 
@@ -53,7 +56,11 @@ def validation_image(path: Path) -> np.ndarray:
 
 
 def validation_set(data_dir) -> list[tuple[str, np.ndarray]]:
-    _, val = split(list_images(data_dir))
+    files = list_images(data_dir)
+    _, val = split(files)
+    if not val:
+        raise AecError(f"{data_dir}: {len(files)} images are too few to hold any out for validation "
+                       f"(one in {VAL_SHARE} is, up to {VAL_COUNT}): add images")
     return [(p.name, validation_image(p)) for p in val]
 
 

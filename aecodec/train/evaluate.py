@@ -1,8 +1,8 @@
 """Validation: real coded size and PSNR per quality on the validation set, and BD-rate against
 JPEG 2000 measured on the same images with the benchmark harness's settings.
 
-Sizes are the real `.aec` sizes (header, hyper-latent and latent rANS streams) from the shipped
-entropy coder; reconstructions are the decoder's (g_s on the decoded latents, 8-bit rounding).
+Images are coded and decoded by the same coder and engine as `aecodec compress` on the CPU (the
+numpy engine), so sizes are real `.aec` sizes and reconstructions are what a user would see.
 """
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from PIL import Image
 from ..bench.bdrate import bd_rate
 from ..bench.codecs import J2K_BPPS, Jpeg2000Codec
 from ..bench.metrics import psnr
-from ..codec import bitstream
+from ..codec import coder, engines
 from ..codec.config import QUALITY_LEVELS
-from ..codec.model import PAD, AecModel
+from ..codec.config import PAD
+from ..codec.model import AecModel
+from ..codec.weights import Weights
 from ..fileio import atomic_write_bytes
 
 RATE_RANGE = (0.1, 1.5)  # bpp range of the BD-rate, as in the Kodak table
@@ -42,19 +44,16 @@ def coding_copy(model: AecModel, state: dict | None = None) -> AecModel:
     return m
 
 
-@torch.no_grad()
-def code_image(model: AecModel, rgb: np.ndarray, quality: int, k: int) -> tuple[int, np.ndarray]:
+def coding_engine(model: AecModel):
+    """The engine `aecodec compress` would code a coding copy's weights with on the CPU; files it
+    writes carry the model name "validation" and a null digest."""
+    return engines.create("numpy", Weights.from_model(model))
+
+
+def code_image(engine, rgb: np.ndarray, quality: int, k: int) -> tuple[int, np.ndarray]:
     """(bytes of the .aec file, decoded uint8 image) through the real coder."""
-    h, w = rgb.shape[:2]
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255)
-    x = F.pad(x, (0, (-w) % PAD, 0, (-h) % PAD), mode="replicate")
-    y_hat, z = model.analyze(x, quality, k)
-    y_bytes, z_bytes = model.encode_latents(y_hat, z)
-    header = bitstream.Header("validation", bytes(8), w, h, "RGB", quality, k, len(z_bytes), len(y_bytes))
-    size = len(bitstream.pack(header, z_bytes, y_bytes))
-    _, ig = model._gains(quality, "cpu")
-    x_hat = model.g_s(y_hat * ig)[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
-    return size, x_hat.permute(1, 2, 0).numpy()
+    data = coder.encode(rgb, "RGB", quality, k, engine=engine)
+    return len(data), coder.decode(data, engine=engine)[0]
 
 
 @torch.no_grad()
@@ -63,20 +62,22 @@ def autoencoder_psnr(model: AecModel, rgb: np.ndarray, quality: int) -> float:
     h, w = rgb.shape[:2]
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255)
     x = F.pad(x, (0, (-w) % PAD, 0, (-h) % PAD), mode="replicate")
-    g, ig = model._gains(quality, "cpu")
+    g, ig = model.gains(quality, "cpu")
     x_hat = model.g_s(model.g_a(x) * g * ig)[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
     return psnr(x_hat.permute(1, 2, 0).numpy(), rgb)
 
 
 def evaluate(model: AecModel, images: list[tuple[str, np.ndarray]], qualities=QUALITY_LEVELS,
              ks=EVAL_K) -> dict:
-    """{"bpp": [...], "psnr-rgb": [...], "quality": [...], "k": [...], "ae_psnr_q8": float}"""
+    """model: a coding copy -> {"bpp": [...], "psnr-rgb": [...], "quality": [...], "k": [...],
+    "ae_psnr_q8": float}"""
     res = {"quality": [], "k": [], "bpp": [], "psnr-rgb": []}
+    engine = coding_engine(model)
     for q in qualities:
         k = min(ks[q - 1], model.config.M)
         bpps, psnrs = [], []
         for _, rgb in images:
-            size, out = code_image(model, rgb, q, k)
+            size, out = code_image(engine, rgb, q, k)
             bpps.append(size * 8 / (rgb.shape[0] * rgb.shape[1]))
             psnrs.append(psnr(out, rgb))
         for key, v in (("quality", q), ("k", k), ("bpp", float(np.mean(bpps))), ("psnr-rgb", float(np.mean(psnrs)))):

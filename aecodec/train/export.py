@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec.model import LAMBDAS, AecModel
+from ..codec.config import LAMBDAS
+from ..codec.model import AecModel
 from ..codec.weights import export_bytes
 from ..fileio import atomic_write_bytes
-from .evaluate import code_image
+from .evaluate import code_image, coding_engine
 
 K_GRID = (32, 48, 64, 96, 128, 160, 192)
 K_TOLERANCE = 0.005
@@ -24,13 +25,14 @@ def choose_default_k(model: AecModel, images) -> list[int]:
     """model: a coding copy (evaluate.coding_copy)."""
     M = model.config.M
     grid = [k for k in K_GRID if k < M] + [M]
+    engine = coding_engine(model)
     out = []
     for q in range(1, model.config.qualities + 1):
         cost = {}
         for k in reversed(grid):
             vals = []
             for _, rgb in images:
-                size, rec = code_image(model, rgb, q, k)
+                size, rec = code_image(engine, rgb, q, k)
                 mse = np.mean((rec.astype(np.float64) - rgb) ** 2) / 255 ** 2
                 vals.append(LAMBDAS[q - 1] * 255 ** 2 * mse + size * 8 / (rgb.shape[0] * rgb.shape[1]))
             cost[k] = float(np.mean(vals))

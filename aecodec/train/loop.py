@@ -20,11 +20,13 @@ from pathlib import Path
 
 import torch
 
-from ..codec.model import PAD, AecModel
+from ..codec.config import PAD
+from ..codec.model import AecModel
 from ..errors import AecError
 from ..imageio import list_images
 from . import distributed
-from .checkpoint import STATE_FILE, initial_history, initial_model, load_state, training_totals, rank_generator, read_meta, save_state
+from .checkpoint import (STATE_FILE, grown, initial_history, load_state, rank_generator, read_meta, save_state,
+                         source_weights, training_totals)
 from .distributed import World
 from .config import RUNS_DIR, TrainConfig
 from .data import CropSampler, split
@@ -52,7 +54,7 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
         stored = read_meta(path)["config"]
         defaults = TrainConfig()
         if any(key in cfg_override and cfg_override[key] != stored.get(key, getattr(defaults, key))
-               for key in ("means", "context", "train_only")):
+               for key in ("family", "means", "context", "train_only")):
             raise AecError(f"{rdir}: a run keeps its architecture; start a new run (another name) with --init")
         trainer, step, gen, counters = load_state(path, cfg_override, world, device)
         if world.main:
@@ -60,9 +62,12 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
                   f"{counters['cpu_hours']:.2f} CPU h)", flush=True)
         return trainer, step, gen, counters
     cfg = TrainConfig.from_dict(cfg_override)
-    # without --context / --no-context a run keeps its source's context (or its absence)
-    model: AecModel = initial_model(init, means=cfg.means, context=cfg_override.get("context"))
-    cfg = dataclasses.replace(cfg, context=model.config.context)
+    if not cfg.data:
+        raise AecError("a new run needs its training images: --data DIR")
+    config, state = source_weights(init)
+    model: AecModel = grown(config, state, TrainConfig.target_family(cfg_override, config and config.family))
+    family = model.config.family_impl
+    cfg = dataclasses.replace(cfg, family=family.name, means=not family.scales_only, context=family.uses_context)
     if world.main:
         torch.manual_seed(cfg.seed)
         gen = random.Random(cfg.seed)
@@ -116,13 +121,11 @@ def _train(rdir, cfg_override, init, max_steps, max_minutes, save_minutes, log_s
         trainer.compile()
     if world.main:
         rdir.mkdir(parents=True, exist_ok=True)
-    files, _ = split(list_images(cfg.data))
-    if not files:
-        raise AecError(f"no training images in {cfg.data}")
+    files, held_out = split(list_images(cfg.data))  # one in five held out: a lone image still trains
     sampler = CropSampler(files, cfg.crop, progress=not quiet)
     if world.main:
-        print(f"{len(files)} training images ({sampler.pixels / 1e6:.0f} Mpx at {len(sampler.images)} "
-              f"image scales), batch {cfg.batch}x{cfg.crop}x{cfg.crop} x {world.size} process(es) on {dev}, "
+        print(f"{len(files)} training images ({len(held_out)} more held out for validation; "
+              f"{sampler.pixels / 1e6:.0f} Mpx at {len(sampler.images)} image scales), batch {cfg.batch}x{cfg.crop}x{cfg.crop} x {world.size} process(es) on {dev}, "
               f"lr {cfg.lr:g}, bf16 {cfg.bf16}, compiled {compiled}, {torch.get_num_threads()} threads", flush=True)
     log_path = rdir / "log.csv"
     log = writer = None

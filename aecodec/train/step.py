@@ -1,6 +1,6 @@
 """One training step: the rate-distortion loss, the optimizers and the weight EMA.
 
-`Trainer.step` is the real step that `aecodec train` runs and `python -m aecodec.bench.train_speed`
+`Trainer.step` is the real step that `aecodec train` runs and `python -m aecodec.train.speed`
 times. Per image a random quality q (its lambda weights the distortion); per step one k.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.config import Y_STRIDE
-from ..codec.model import LAMBDAS, AecModel
+from ..codec.config import LAMBDAS
+from ..codec.model import AecModel
 from ..errors import AecError
 from .config import TrainConfig
 from .distributed import World, average_gradients, wrap
@@ -31,8 +32,9 @@ def rd_loss(out: dict, x: torch.Tensor | None, quality: torch.Tensor, mse: torch
     return (lam * 255 ** 2 * mse + bpp).mean(), bpp, mse
 
 
-# modules that shape only the rate: when nothing else trains, the distortion is a constant
-RATE_ONLY = ("h_a.", "h_s.", "context.", "entropy_bottleneck.", "gaussian_conditional.")
+# modules that shape only the rate (with the family's own): when nothing else trains, the
+# distortion is a constant
+RATE_ONLY = ("h_a.", "h_s.", "entropy_bottleneck.", "gaussian_conditional.")
 SYNTHESIS_EVERY = 8  # then g_s runs on every 8th step only, for the logged loss and PSNR
 
 
@@ -66,7 +68,8 @@ class Trainer:
         self.ema = {n: t.detach().clone() for n, t in model.state_dict().items() if t.is_floating_point()}
         self.autocast = torch.bfloat16 if cfg.bf16 else None
         # only the entropy model trains (e.g. --train-only context.): g_s is ~1/3 of such a step
-        self.rate_only = all(n.startswith(RATE_ONLY) for n, p in named if p.requires_grad)
+        rate_only = RATE_ONLY + tuple(f"{m}." for m in model.family.modules)
+        self.rate_only = all(n.startswith(rate_only) for n, p in named if p.requires_grad)
         self.steps, self.last_mse = 0, None
 
     def compile(self) -> None:

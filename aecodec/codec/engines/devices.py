@@ -1,0 +1,36 @@
+"""Where the transforms run: "auto", "cpu", "cuda", "cuda:N"."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ...errors import AecError
+
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg")  # NVIDIA driver (Linux, WSL); torch decides beyond
+
+
+def resolve_device(device):
+    """A torch.device for "auto" (CUDA when there is a GPU), "cpu", "cuda" or "cuda:N"."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise AecError(f"unknown device {device!r}; use \"auto\", \"cpu\" or \"cuda\"") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AecError("--device cuda was requested but no CUDA GPU is available")
+    return dev
+
+
+def device_name(device) -> str:
+    """"cpu", or a torch device string such as "cuda". "auto" picks a CUDA GPU when there is one;
+    without a GPU driver on the machine it answers without importing torch."""
+    if device in (None, "auto"):
+        if "torch" not in sys.modules and not any(os.path.exists(p) for p in _GPU_DEVICE_FILES):
+            return "cpu"
+    elif str(device) == "cpu":
+        return "cpu"
+    dev = resolve_device(device)
+    return "cpu" if dev.type == "cpu" else str(dev)
