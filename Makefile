@@ -9,7 +9,7 @@ SHARED ?= ../shared
 export AECODEC_KODAK ?= $(SHARED)/data/kodak
 export AECODEC_TRAIN_DATA ?= $(SHARED)/data/train
 
-.PHONY: demo test bench-kodak bench-kernels bench-train bench-latency bench-effort train train-stop train-status train-eval clean
+.PHONY: demo test test-fast bench-kodak bench-kernels bench-train bench-latency bench-effort train train-stop train-status train-eval clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# the tests not marked slow (a few minutes on 2 cores); `make test` (CI) runs them all
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 # BENCH_ARGS adds options, e.g. BENCH_ARGS="--efforts 1" (~40 more CPU minutes) or "--device cuda"
 bench-kodak: $(VENV)/.installed

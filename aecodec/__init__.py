@@ -6,7 +6,7 @@
 
 Importing aecodec also registers a Pillow plugin, so Image.open("x.aec") and img.save("x.aec") work.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 import os as _os
 

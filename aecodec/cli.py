@@ -12,13 +12,14 @@ from .errors import AecError
 
 EXAMPLES = """examples:
   aecodec compress photo.png                 # writes photo.aec (quality 4)
+  aecodec decompress photo.aec               # writes photo.decoded.png (never your photo.png)
   aecodec compress photo.png -q 7 -o hi.aec  # higher quality, more bytes
-  aecodec compress *.png -o aec/             # many files, one call (the model loads once)
-  aecodec decompress photo.aec -o back.png   # any format Pillow writes, by extension
-  aecodec decompress aec/*.aec -o png/       # many files into a folder
-  aecodec info photo.aec                     # header fields, no decoding
+  aecodec decompress hi.aec -o hi.tif        # any format Pillow writes, by extension
+  aecodec compress *.png -o aec/             # into a folder (created), one call: the model loads once
+  aecodec decompress aec/*.aec -o png/       # png/NAME.png for each
+  aecodec info photo.aec hi.aec              # header fields, no decoding
   cat a.png | aecodec compress - -o - > a.aec
-  aecodec bench ../shared/data/kodak -o my-bench
+  aecodec bench ~/photos -o my-bench         # rate-distortion against JPEG, JPEG 2000, AVIF, ...
 """
 
 
@@ -92,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "status is 1 if any failed. Nothing is overwritten without -f, and no partial "
                        "file is ever left behind.")
     c.add_argument("input", nargs="+", help="input images (any format Pillow reads), or - for stdin")
-    c.add_argument("-o", "--output", help="output file, or a directory (required to exist or created for "
-                   "several inputs); default: each INPUT with suffix .aec; - for stdout")
+    c.add_argument("-o", "--output", help="output file; or a folder (created if missing) when it ends with / "
+                   "or is a directory, and always with several inputs; default: each INPUT with suffix .aec; "
+                   "- for stdout")
     c.add_argument("-q", "--quality", type=_quality, default=None,
                    help="quality 1 (smallest) .. 8 (best), default 4; values in between (e.g. 4.5, "
                    "steps of 1/256) interpolate the levels")
@@ -126,16 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "(PNG by default). Lossy formats (.jpg, .webp, .avif) are re-encoded at quality 95, "
                        "with a note: write .png to keep the decoded pixels exactly.")
     d.add_argument("input", nargs="+", help="input .aec files, or - for stdin")
-    d.add_argument("-o", "--output", help="output image, or a directory (for several inputs); default: "
-                   "each INPUT's stem + .png; - for PNG on stdout")
+    d.add_argument("-o", "--output", help="output image (its extension picks the format); or a folder "
+                   "(created if missing, NAME.png inside) when it ends with / or is a directory, and always with "
+                   "several inputs; default: INPUT's stem + .decoded.png beside it (never the image it was made "
+                   "from); - for PNG on stdout")
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the synthesis transform runs (default auto)")
     d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     d.add_argument("--quiet", action="store_true", help="print nothing on success")
 
-    i = sub.add_parser("info", help="show the header of an .aec file",
-                       description="Print the header fields of an .aec file without decoding it.")
-    i.add_argument("input", help="input .aec file, or - for stdin")
+    i = sub.add_parser("info", help="show the header of .aec files",
+                       description="Print the header fields of .aec files without decoding them: in rows for "
+                       "one file, one line per file for several.")
+    i.add_argument("input", nargs="+", help="input .aec files, or - for stdin")
 
     b = sub.add_parser("bench", help="rate-distortion benchmark (aecodec vs JPEG, JPEG 2000, ...)",
                        description="Rate-distortion benchmark over a folder of images: aecodec against the "
@@ -257,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args) or 0
     except AecError as e:
         print(f"aecodec: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:  # a light install (README, "Install"): say what is missing
+        print(f"aecodec: error: {args.command} needs the Python package {e.name!r}, which is not installed",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("aecodec: interrupted", file=sys.stderr)

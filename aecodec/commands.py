@@ -45,9 +45,10 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
 def _plan(inputs: list[str], output: str | None, suffix: str) -> list[tuple[str, str | None]]:
     """[(input, output path or None if that input is refused)] for one call.
 
-    One input: -o is the file (or a directory to put it in), default INPUT with `suffix`, stdout
-    for stdin. Several inputs: -o is a directory (created if missing), default beside each input.
-    Nothing is written or imported here: refusals cost nothing."""
+    -o is a folder when it ends with a slash or is an existing directory, and always with several
+    inputs (created if missing); otherwise the output file. Without -o each output goes beside its
+    input with `suffix` (stdout for stdin). Nothing is written or imported here: refusals cost
+    nothing (the folder is created once the plan stands)."""
     batch = len(inputs) > 1
     if batch and "-" in inputs:
         raise AecError("- (stdin) can only be the only input")
@@ -58,19 +59,20 @@ def _plan(inputs: list[str], output: str | None, suffix: str) -> list[tuple[str,
             raise AecError("refusing to write binary data to a terminal; redirect stdout or use -o FILE")
         return [(inputs[0], "-")]
     folder = None
-    if output is not None and (batch or Path(output).is_dir()):
+    if output is not None and (batch or output.endswith(("/", os.sep)) or Path(output).is_dir()):
         folder = Path(output)
         if folder.exists() and not folder.is_dir():
             raise AecError(f"{output}: not a directory (several inputs need -o DIRECTORY)")
     elif output is not None:
         return [(inputs[0], output)]
-    if inputs == ["-"]:
+    if inputs == ["-"] and folder is None:
         if sys.stdout.isatty():
             raise AecError("refusing to write binary data to a terminal; redirect stdout or use -o FILE")
         return [("-", "-")]
     plan, taken = [], {}
     for src in inputs:
-        out = str((folder / Path(src).name if folder else Path(src)).with_suffix(suffix))
+        name = Path("stdin" if src == "-" else src).name
+        out = str(folder / Path(name).with_suffix(suffix)) if folder else str(Path(src).with_suffix(suffix))
         key = os.path.abspath(out)
         if key in taken:
             print(f"aecodec: error: {src}: its output {out} is also {taken[key]}'s", file=sys.stderr)
@@ -108,7 +110,10 @@ def _run_all(plan, one, quiet: bool, what: str) -> int:
     """Run `one(src, out) -> summary line` for each planned file. A single file's error ends the
     command (exit 1); in a batch it is reported with the file's name and the rest still run."""
     if len(plan) == 1 and plan[0][1] is not None:
-        line = one(*plan[0])
+        try:
+            line = one(*plan[0])
+        except AecError as e:
+            raise AecError(_named(plan[0][0], e)) from None
         if not quiet:
             print(line, file=sys.stderr if plan[0][1] == "-" else sys.stdout)
         return 0
@@ -123,8 +128,7 @@ def _run_all(plan, one, quiet: bool, what: str) -> int:
             line = one(src, out)
         except AecError as e:
             failed += 1
-            msg = str(e) if str(e).startswith(src) else f"{src}: {e}"
-            bar.write(f"aecodec: error: {msg}", file=sys.stderr)
+            bar.write(f"aecodec: error: {_named(src, e)}", file=sys.stderr)
             continue
         if not quiet:
             bar.write(line, file=sys.stdout)
@@ -256,31 +260,62 @@ def cmd_decompress(args) -> int:
                   f"{LOSSY_SAVE[fmt]['quality']} (write .png to keep the decoded pixels exactly)", file=sys.stderr)
         return f"{src} -> {out}: {img.width}x{img.height} {img.mode}, {elapsed:.2f} s"
 
-    return _run_all(_plan(args.input, args.output, ".png"), one, args.quiet, "decompress")
+    # beside its input a decoded file is STEM.decoded.png, never STEM.png: that is usually the
+    # original the .aec was made from (`compress photo.png` then `decompress photo.aec`)
+    return _run_all(_plan(args.input, args.output, ".decoded.png" if args.output is None else ".png"), one,
+                    args.quiet, "decompress")
 
 
 def cmd_info(args) -> int:
+    """The header of each file: the fields in rows for one file, one line per file for several."""
     from .codec.bitstream import MAX_FILE, parse
 
-    data = _read_input(args.input, MAX_FILE)
-    h = parse(data)[0]
-    rows = [
-        ("format", f"aec version {h.version}"),
-        ("model", f"{h.model} (weights digest {h.digest.hex()})"),
-        ("size", f"{h.width}x{h.height}"),
-        ("mode", h.mode),
-        ("quality", f"{h.quality:g}"),
-        ("k", h.k),
-        ("payload", f"z {h.z_length} bytes, y {h.y_length} bytes"),
-        ("file size", f"{len(data)} bytes"),
-        ("bpp", f"{len(data) * 8 / h.pixels:.4f}"),
-    ]
-    for name, value in rows:
-        print(f"{name:>10}: {value}")
+    if len(args.input) > 1 and "-" in args.input:
+        raise AecError("- (stdin) can only be the only input")
+    failed = 0
+    for src in args.input:
+        try:
+            data = _read_input(src, MAX_FILE)
+            h = parse(data)[0]
+        except AecError as e:
+            if len(args.input) == 1:
+                raise AecError(_named(src, e)) from None
+            print(f"aecodec: error: {_named(src, e)}", file=sys.stderr)
+            failed += 1
+            continue
+        if len(args.input) > 1:
+            print(f"{src}: {h.width}x{h.height} {h.mode}, model {h.model}, q{h.quality:g} k{h.k}, {len(data)} bytes, "
+                  f"{len(data) * 8 / h.pixels:.4f} bpp")
+            continue
+        rows = [
+            ("format", f"aec version {h.version}"),
+            ("model", f"{h.model} (weights digest {h.digest.hex()})"),
+            ("size", f"{h.width}x{h.height}"),
+            ("mode", h.mode),
+            ("quality", f"{h.quality:g}"),
+            ("k", h.k),
+            ("payload", f"z {h.z_length} bytes, y {h.y_length} bytes"),
+            ("file size", f"{len(data)} bytes"),
+            ("bpp", f"{len(data) * 8 / h.pixels:.4f}"),
+        ]
+        for name, value in rows:
+            print(f"{name:>10}: {value}")
+    if failed:
+        print(f"aecodec: {failed} of {len(args.input)} files failed", file=sys.stderr)
+        return 1
     return 0
 
 
+def _named(src: str, e: Exception) -> str:
+    """An error message that names the file it is about (once)."""
+    name = "stdin" if src == "-" else src
+    return str(e) if str(e).startswith(name) else f"{name}: {e}"
+
+
 def cmd_bench(args) -> int:
+    from .bench import require_extra
+
+    require_extra()
     from .bench.rd import run_from_args
 
     return run_from_args(args)

@@ -8,6 +8,7 @@ allows it (`drop_alpha`, `reduce_depth`; CLI --drop-alpha, --reduce-depth).
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def open_image(src, name: str | None = None) -> Image.Image:
             im = Image.open(io.BytesIO(bytes(src)))
         else:
             im = Image.open(src)
+        check_size(*im.size, name or _name(src))  # from the header, before any pixel is decoded
         # Pillow reduces 16-bit RGB PNG/TIFF to 8 bits while loading: note the stored depth first.
         im.info["aecodec_bit_depth"] = _stored_bit_depth(im)
         im.load()
@@ -45,10 +47,24 @@ def open_image(src, name: str | None = None) -> Image.Image:
         raise AecError(f"{src}: permission denied") from None
     except UnidentifiedImageError:
         raise AecError(f"{name or _name(src)}: not an image Pillow can read") from None
-    except Image.DecompressionBombError as e:
-        raise AecError(f"{name or _name(src)}: {e}") from None
+    except Image.DecompressionBombError as e:  # Pillow's own guard (twice our limit) trips in open()
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"of {int(pixels.group(1)) / 1e6:.0f} megapixels " if pixels else ""
+        raise AecError(f"{name or _name(src)}: image {size}is larger than aecodec codes ({_LIMITS})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise AecError(f"{name or _name(src)}: cannot read image ({e})") from None
+
+
+_LIMITS = f"{MAX_SIDE} pixels per side, {MAX_PIXELS / 1e6:.0f} megapixels"
+
+
+def check_size(w: int, h: int, name: str | None = None) -> None:
+    """AecError unless aecodec codes a w x h image (bitstream.MAX_SIDE, MAX_PIXELS)."""
+    where = f"{name}: " if name else ""
+    if w < 1 or h < 1:
+        raise AecError(f"{where}image has no pixels ({w}x{h})")
+    if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+        raise AecError(f"{where}image {w}x{h} is larger than aecodec codes ({_LIMITS})")
 
 
 def _name(src) -> str:
@@ -117,12 +133,7 @@ def to_codec_array(im: Image.Image, drop_alpha: bool = False, reduce_depth: bool
     elif mode not in ("RGB", "L"):
         notes.append(f"{mode} image converted to RGB")
         im, mode = im.convert("RGB"), "RGB"
-    w, h = im.size
-    if w < 1 or h < 1:
-        raise AecError(f"image has no pixels ({w}x{h})")
-    if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
-        raise AecError(f"image {w}x{h} is larger than aecodec codes ({MAX_SIDE} per side, "
-                       f"{MAX_PIXELS // 10**6} megapixels)")
+    check_size(*im.size)
     arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     for n in notes:
         warnings.warn(n, AecWarning, stacklevel=3)

@@ -1,10 +1,12 @@
 """Pillow plugin: after `import aecodec`, Image.open("x.aec") and img.save("x.aec") work.
 
-Saving takes `quality=` (1..8) and `k=` like `aecodec.compress`.
+Saving takes `quality=` (1..8) and `k=` like `aecodec.compress`. A file that starts like an .aec
+file but is damaged raises PIL.UnidentifiedImageError with the reason (truncated, checksum, ...)
+instead of Pillow's bare "cannot identify image file".
 """
 from __future__ import annotations
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .codec import bitstream
 from .errors import AecError
@@ -23,7 +25,9 @@ class AecImageFile(ImageFile.ImageFile):
         try:
             header = bitstream.parse(data)[0]
         except AecError as e:
-            raise SyntaxError(str(e)) from None
+            # Pillow would swallow a SyntaxError and try every other format; the magic matched, so
+            # this is an .aec file and the reason is worth more than "cannot identify image file"
+            raise UnidentifiedImageError(f"{self.filename or 'input'}: {e}") from None
         self._size = (header.width, header.height)
         self._mode = header.mode
         self.info["quality"] = header.quality

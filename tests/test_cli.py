@@ -1,6 +1,7 @@
 """End-to-end CLI tests on a Kodak crop: round trips, exit codes, overwrite safety, stdin/stdout."""
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,18 +22,45 @@ def run(*args):
     return main([str(a) for a in args])
 
 
-def test_round_trip_default_names(crop_png, capsys):
+def test_round_trip_default_names_never_touch_the_original(crop_png, capsys):
+    original = crop_png.read_bytes()
     assert run("compress", crop_png) == 0
     aec = crop_png.with_suffix(".aec")
     assert aec.exists()
     line = capsys.readouterr().out
     assert "bpp" in line and "bytes" in line
-    crop_png.rename(crop_png.with_name("orig.png"))
-    assert run("decompress", aec) == 0
-    out = np.asarray(Image.open(crop_png))
-    ref = np.asarray(Image.open(crop_png.with_name("orig.png")))
+    assert run("decompress", aec) == 0  # beside the original crop.png: crop.decoded.png
+    decoded = crop_png.with_name("crop.decoded.png")
+    assert f"-> {decoded}:" in capsys.readouterr().out and crop_png.read_bytes() == original
+    out, ref = np.asarray(Image.open(decoded)), np.asarray(Image.open(crop_png))
     assert out.shape == ref.shape == (64, 96, 3)
     assert psnr(ref, out) > 20
+    assert run("decompress", aec) == 1  # again: the decoded file exists, -f overwrites it, not crop.png
+    assert run("decompress", aec, "-f", "--quiet") == 0 and crop_png.read_bytes() == original
+
+
+@pytest.mark.parametrize("command,src,suffix", [("compress", "crop.png", ".aec"), ("decompress", "crop.aec", ".png")])
+def test_an_output_folder_for_one_input(crop_png, tmp_path, capsys, command, src, suffix):
+    """-o DIR/ (a trailing slash) or an existing directory is a folder, created if missing, for one
+    input as for many; the line printed names the file really written."""
+    assert run("compress", crop_png, "--quiet") == 0
+    for folder in (f"{tmp_path}/new/", str(tmp_path / "existing")):
+        (tmp_path / "existing").mkdir(exist_ok=True)
+        assert run(command, tmp_path / src, "-o", folder) == 0
+        written = Path(folder) / ("crop" + suffix)
+        assert written.is_file() and f"-> {written}:" in capsys.readouterr().out
+    assert not (tmp_path / "new").is_file()
+
+
+def test_info_takes_several_files(crop_png, tmp_path, capsys):
+    assert run("compress", crop_png, "-o", tmp_path / "a.aec", "--quiet") == 0
+    assert run("compress", crop_png, "-q", 7, "-o", tmp_path / "b.aec", "--quiet") == 0
+    assert run("info", tmp_path / "a.aec", tmp_path / "b.aec") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path / 'a.aec'}: 96x64 RGB") and "q7" in lines[1]
+    assert run("info", tmp_path / "a.aec", crop_png) == 1  # one line for the good file, the other named
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and f"{crop_png}: not an .aec file" in err
 
 
 def test_quality_and_k_options(crop_png, tmp_path, capsys):
@@ -60,6 +88,39 @@ def test_refuses_to_overwrite_without_force(crop_png, tmp_path, capsys):
     png.write_bytes(b"keep")
     assert run("decompress", out, "-o", png) == 1
     assert png.read_bytes() == b"keep"
+
+
+def test_every_per_file_error_names_the_file(crop_png, tmp_path, kodak_crop, capsys):
+    """Each error path of compress, decompress and info, one input at a time: one line, exit 1,
+    the file's name in it."""
+    rgba = np.asarray(kodak_crop.convert("RGBA")).copy()
+    rgba[..., 3] = 7
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray(np.asarray(kodak_crop.convert("L")).astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    (tmp_path / "text.txt").write_text("hello")
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert run("compress", crop_png, "-o", tmp_path / "ok.aec", "--quiet") == 0
+    (tmp_path / "trunc.aec").write_bytes((tmp_path / "ok.aec").read_bytes()[:-9])
+    (tmp_path / "exists.aec").write_bytes(b"x")
+    cases = [
+        (("compress", tmp_path / "alpha.png"), "alpha.png"), (("compress", tmp_path / "deep.png"), "deep.png"),
+        (("compress", tmp_path / "text.txt"), "text.txt"), (("compress", tmp_path / "empty.png"), "empty.png"),
+        (("compress", tmp_path / "missing.png"), "missing.png"), (("compress", tmp_path), str(tmp_path)),
+        (("compress", crop_png, "--size", "20B", "-o", tmp_path / "s.aec"), "crop.png"),
+        (("compress", crop_png, "--psnr", "80", "-o", tmp_path / "p.aec"), "crop.png"),
+        (("compress", crop_png, "--k", "500", "-o", tmp_path / "k.aec"), "crop.png"),
+        (("compress", crop_png, "-o", tmp_path / "exists.aec"), "exists.aec"),
+        (("compress", crop_png, "-o", tmp_path / "nodir" / "x.aec"), "crop.png"),
+        (("decompress", tmp_path / "trunc.aec", "-o", tmp_path / "t.png"), "trunc.aec"),
+        (("decompress", tmp_path / "text.txt", "-o", tmp_path / "t.png"), "text.txt"),
+        (("decompress", tmp_path / "ok.aec", "-o", tmp_path / "t.xyz"), "t.xyz"),
+        (("info", crop_png), "crop.png"), (("info", tmp_path / "trunc.aec"), "trunc.aec"),
+        (("info", tmp_path / "missing.aec"), "missing.aec"),
+    ]
+    for args, name in cases:
+        assert run(*args) == 1, args
+        err = capsys.readouterr().err
+        assert err.startswith("aecodec: error:") and err.count("\n") == 1 and name in err, (args, err)
 
 
 def test_bad_inputs_exit_1_with_one_line(tmp_path, capsys):

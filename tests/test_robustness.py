@@ -154,12 +154,16 @@ def test_broken_and_bogus_inputs(tmp_path, kodak_crop, capsys):
         assert not (tmp_path / (name + ".aec")).exists()
 
 
-def test_decompression_bomb_is_refused(tmp_path, capsys):
-    # IHDR claims 100000 x 100000 pixels; Pillow's bomb guard must stop it before decoding
-    bomb = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+@pytest.mark.parametrize("w,h", [(100000, 100000), (70000, 10), (9000, 8000), (8193, 8193)])
+def test_oversized_images_are_refused_with_aecodecs_limits(tmp_path, capsys, w, h):
+    """Whichever check trips first (Pillow's bomb guard at twice the pixel limit, aecodec's per-side
+    and pixel limits from the header), before any pixel is decoded: aecodec's message, the file named."""
+    bomb = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + _png_chunk(b"IEND", b""))
     assert _compress_file(tmp_path, "bomb.png", bomb) == 1
-    assert "pixels" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bomb.png: image" in err and "larger than aecodec codes (65535 pixels per side, 67 megapixels)" in err
+    assert "decompression bomb" not in err and err.count("\n") == 1
 
 
 def test_output_directory_problems(tmp_path, kodak_crop, monkeypatch, capsys):

@@ -13,3 +13,14 @@ def kodak_folder(given: str | None) -> str:
     if not folder:
         raise SystemExit(f"give the Kodak folder: --kodak DIR, or set {KODAK_ENV}")
     return folder
+
+
+def require_extra() -> None:
+    """`aecodec bench` needs what the `bench` extra installs (`aecodec compress` needs none of it)."""
+    import importlib.util
+
+    from ..errors import AecError
+
+    missing = [m for m in ("matplotlib", "pytorch_msssim", "scipy", "torch") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise AecError(f"aecodec bench needs {', '.join(missing)}: pip install 'aecodec[bench]'")

@@ -5,7 +5,10 @@ included: bytes * 8 / pixels), PSNR, MS-SSIM and encode/decode time. Writes into
   rd.csv           one row per image per operating point
   <codec>.json     per-codec averages in CompressAI's results format (as ../shared/reference)
   bd-rate.md       BD-rate (PSNR and MS-SSIM) of every codec against JPEG and JPEG 2000
-  rd.png           PSNR-bpp and MS-SSIM-bpp curves (with --reference curves overlaid)
+  rd.png           PSNR-bpp and MS-SSIM-bpp curves (with --reference curves overlaid), 0-2 bpp
+It prints the BD-rate table and aecodec's per-quality averages. Curves are drawn sorted by rate,
+without the points that a cheaper point of the same codec matches or beats in quality (they stay
+in rd.csv and the JSONs; BD-rates sort by quality and use them all).
 Finished points are cached in OUTDIR/cache, so a rerun only computes what is new.
 """
 from __future__ import annotations
@@ -228,50 +231,80 @@ def load_reference(folder) -> dict[str, dict]:
     return out
 
 
-def plot(curves: dict[str, dict], path: Path, reference: dict | None = None) -> None:
+def frontier(bpp, quality) -> tuple[list, list]:
+    """The points of a curve that a cheaper point does not match or beat in quality, sorted by
+    rate: a codec's own settings can cost more bits for no better picture (a "sideways kink")."""
+    order = np.argsort(np.asarray(bpp, float), kind="stable")
+    out_b, out_q, best = [], [], -np.inf
+    for i in order:
+        if np.isfinite(quality[i]) and quality[i] > best:
+            out_b.append(bpp[i])
+            out_q.append(quality[i])
+            best = quality[i]
+    return out_b, out_q
+
+
+def plot(curves: dict[str, dict], path: Path, reference: dict | None = None, title: str = "the benchmark images") -> None:
+    """PSNR and MS-SSIM against bpp, 0-2 bpp; each curve is its frontier (`frontier`); the legend
+    runs below the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(16, 6))
     palette = plt.cm.tab20.colors  # more curves than the default 10-colour cycle has colours
     ours = sorted(n for n in curves if n.startswith("aecodec"))
     theirs = sorted(n for n in curves if not n.startswith("aecodec"))
+    entries = len(ours) + len(theirs) + len(reference or {})
+    columns = 3
+    legend_rows = -(-entries // columns)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.2 + 0.2 * legend_rows))
     for ax, metric, label in ((axes[0], "psnr-rgb", "PSNR (dB, RGB)"),
                               (axes[1], "ms-ssim-rgb", "MS-SSIM (dB)")):
-        for i, name in enumerate(theirs):
-            c = curves[name]
-            y = _msssim_db(c[metric]) if metric == "ms-ssim-rgb" else c[metric]
-            ax.plot(c["bpp"], y, marker="o", ms=3, lw=1.4, color=palette[(2 * i) % 20], label=name)
-        for i, name in enumerate(ours):  # aecodec in black, thick; other k dashed
-            c = curves[name]
-            y = _msssim_db(c[metric]) if metric == "ms-ssim-rgb" else c[metric]
-            ax.plot(c["bpp"], y, marker="o", ms=3, lw=2.6, color="black", ls="-" if i == 0 else "--",
-                    label=name)
-        for i, (name, c) in enumerate(sorted((reference or {}).items())):
+        def draw(c, **style):
             if metric not in c or c[metric] is None:
-                continue
-            y = _msssim_db(c[metric]) if metric == "ms-ssim-rgb" else c[metric]
-            ax.plot(c["bpp"], y, ls=":", lw=1, alpha=0.7, color=palette[(2 * i + 1) % 20],
-                    label=f"{name} (published)")
+                return
+            y = list(_msssim_db(c[metric]) if metric == "ms-ssim-rgb" else np.asarray(c[metric], float))
+            ax.plot(*frontier(list(c["bpp"]), y), **style)
+
+        for i, name in enumerate(theirs):
+            draw(curves[name], marker="o", ms=3, lw=1.4, color=palette[(2 * i) % 20], label=name)
+        for i, name in enumerate(ours):  # aecodec in black, thick; other k dashed
+            draw(curves[name], marker="o", ms=3, lw=2.6, color="black", ls="-" if i == 0 else "--", label=name)
+        for i, (name, c) in enumerate(sorted((reference or {}).items())):
+            draw(c, ls=":", lw=1, alpha=0.7, color=palette[(2 * i + 1) % 20], label=f"{name} (published)")
         ax.set_xlim(0, 2.0)
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylim(22, 42)
-    axes[1].set_ylim(6, 24)
+    axes[0].set_ylim(22, 44)
+    axes[1].set_ylim(6, 26)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center right")
-    fig.subplots_adjust(right=0.77)
-    fig.suptitle("Rate-distortion on the benchmark images")
+    bottom = (0.75 + 0.2 * legend_rows) / (6.2 + 0.2 * legend_rows)  # inches of legend over the figure's
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=columns, frameon=False)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=bottom, wspace=0.18)
+    fig.suptitle(f"Rate-distortion on {title}")
     buf = __import__("io").BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue(), force=True)
 
 
-def write_outputs(rows, outdir: Path, reference: dict | None, rate_range, codecs=()) -> dict:
+def quality_table(curves: dict[str, dict]) -> str:
+    """Per operating point of each aecodec curve: bpp, PSNR, MS-SSIM and seconds per image."""
+    lines = []
+    for name in sorted(n for n in curves if n.startswith("aecodec")):
+        c = curves[name]
+        lines += [f"{name}, averages per image:", "| quality | bpp | PSNR (dB) | MS-SSIM (dB) | encode s | decode s |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for q, b, p, m, e, d in sorted(zip(c["param"], c["bpp"], c["psnr-rgb"], _msssim_db(c["ms-ssim-rgb"]),
+                                           c["encoding_time"], c["decoding_time"])):
+            lines.append(f"| {q:g} | {b:.4f} | {p:.2f} | {m:.2f} | {e:.2f} | {d:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_outputs(rows, outdir: Path, reference: dict | None, rate_range, codecs=(), title: str | None = None) -> dict:
     """rd.csv, one CompressAI-format JSON per codec (with its exact settings and library
     versions), bd-rate.md and rd.png."""
     outdir.mkdir(parents=True, exist_ok=True)
@@ -294,7 +327,8 @@ def write_outputs(rows, outdir: Path, reference: dict | None, rate_range, codecs
         atomic_write_bytes(outdir / f"{slug}.json", (json.dumps(doc, indent=2) + "\n").encode(), force=True)
     table = bd_table(curves, rate_range, reference)
     atomic_write_bytes(outdir / "bd-rate.md", table.encode(), force=True)
-    plot(curves, outdir / "rd.png", reference)
+    images = len({r["image"] for r in rows})
+    plot(curves, outdir / "rd.png", reference, title or f"{images} images")
     return curves
 
 
@@ -305,17 +339,7 @@ def main(argv=None) -> int:
     return run_from_args(ap.parse_args(argv))
 
 
-def _require_bench_extra() -> None:
-    """MS-SSIM and the plots come with the `bench` extra (`aecodec compress` needs neither)."""
-    import importlib.util
-
-    missing = [m for m in ("matplotlib", "pytorch_msssim") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise AecError(f"aecodec bench needs {' and '.join(missing)}: pip install 'aecodec[bench]'")
-
-
 def run_from_args(args) -> int:
-    _require_bench_extra()
     names = {c.strip() for c in args.codecs.split(",") if c.strip()}
     unknown = names - set(CODECS)
     if unknown:
@@ -337,9 +361,15 @@ def run_from_args(args) -> int:
     reference = load_reference(args.reference) if args.reference else None
     rows = run(args.directory, args.output, codecs, jobs=args.jobs, crop=256 if args.quick else None,
                max_images=2 if args.quick else None, progress=not args.no_progress)
-    write_outputs(rows, Path(args.output), reference, tuple(args.bd_range), codecs)
+    images = len({r["image"] for r in rows})
+    name = Path(args.directory).resolve().name
+    curves = write_outputs(rows, Path(args.output), reference, tuple(args.bd_range), codecs,
+                           title=f"{name} ({images} image{'s' if images != 1 else ''}{', 256x256 crops' if args.quick else ''})")
     print((Path(args.output) / "bd-rate.md").read_text())
-    print(f"wrote {args.output}/rd.csv, rd.png, bd-rate.md and one JSON per codec")
+    print(quality_table(curves))
+    out = Path(args.output)
+    print(f"files in {out}/: rd.csv (every image and point), bd-rate.md (the table above), rd.png (the curves), "
+          f"{', '.join(sorted(p.name for p in out.glob('*.json')))}")
     return 0
 
 

@@ -34,7 +34,8 @@ def test_bd_rate_respects_rate_range():
     assert bd_rate(RATES, PSNRS, RATES, test_p, rate_range=(0.1, 0.8)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_harness_end_to_end(tmp_path, kodak_crop):
+@pytest.mark.slow
+def test_harness_end_to_end(tmp_path, kodak_crop, capsys):
     images = tmp_path / "imgs"
     images.mkdir()
     big = kodak_crop.resize((192, 192))  # > 160 px so MS-SSIM is defined
@@ -44,6 +45,10 @@ def test_harness_end_to_end(tmp_path, kodak_crop):
     args = [str(images), "-o", str(out), "--codecs", "aecodec,jpeg,jpeg2000", "--qualities", "1,4,8",
             "-j", "1", "--no-progress"]
     assert bench_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| aecodec |" in printed  # the BD-rate table
+    assert "aecodec, averages per image:" in printed and "| 4 | " in printed  # the per-quality table
+    assert f"files in {out}/: rd.csv" in printed
     rows = (out / "rd.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert header[:3] == ["image", "codec", "param"]
@@ -199,3 +204,10 @@ def test_fresh_cache_reuses_committed_classic_rows_only_for_the_same_library(tmp
     (out / "jpeg-420.json").write_text(json.dumps(doc))
     assert bench_main(args) == 0  # another library: JPEG 4:2:0 is measured again
     assert 20 < max(psnrs("jpeg-420")) < 60 and set(psnrs("jpeg-444")) == {99.0}
+
+
+def test_curves_drop_points_a_cheaper_point_matches():
+    from aecodec.bench.rd import frontier
+
+    bpp, psnr = [0.3, 0.1, 0.2, 0.25, 0.5], [30.0, 26.0, 28.0, 27.5, 31.0]
+    assert frontier(bpp, psnr) == ([0.1, 0.2, 0.3, 0.5], [26.0, 28.0, 30.0, 31.0])  # 0.25 bpp gives less than 0.2

@@ -39,7 +39,10 @@ def create(kind: str = "numpy", model: str | Weights | None = None, device=None,
     with _lock:
         engine = _engines.setdefault(weights, {}).get(key)
     if engine is None:
-        cls = importlib.import_module(f".{kind}_engine", __name__).ENGINE
+        try:
+            cls = importlib.import_module(f".{kind}_engine", __name__).ENGINE
+        except ModuleNotFoundError as e:  # a light install without torch, say
+            raise AecError(f"the {kind} engine needs {e.name}, which is not installed (pip install {e.name})") from None
         engine = cls(weights, device=device, **options)
         weights.release()  # the engine holds its own arrangement of them
         with _lock:

@@ -11,7 +11,10 @@ _GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg")  # NVIDIA driver (Linux, WSL)
 
 def resolve_device(device):
     """A torch.device for "auto" (CUDA when there is a GPU), "cpu", "cuda" or "cuda:N"."""
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise AecError(f"device {device!r} needs torch, which is not installed (pip install torch)") from None
 
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
