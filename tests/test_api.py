@@ -1,4 +1,5 @@
 """Python API and Pillow plugin round trips, determinism, model identity checks."""
+import io
 import threading
 
 import numpy as np
@@ -48,6 +49,19 @@ def test_pillow_plugin_open_and_save(kodak_crop, tmp_path):
         arr = np.asarray(im.convert("RGB"))
     assert psnr(np.asarray(kodak_crop), arr) > 20
     assert np.array_equal(arr, np.asarray(aecodec.decompress(path.read_bytes())))
+
+
+def test_pillow_says_why_a_damaged_aec_file_does_not_open(kodak_crop, tmp_path):
+    from PIL import UnidentifiedImageError
+
+    data = aecodec.compress(kodak_crop)
+    (tmp_path / "cut.aec").write_bytes(data[:-7])
+    with pytest.raises(UnidentifiedImageError, match=r"cut\.aec: truncated \.aec file"):
+        Image.open(tmp_path / "cut.aec")
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1
+    with pytest.raises(UnidentifiedImageError, match="checksum"):
+        Image.open(io.BytesIO(bytes(flipped)))
 
 
 def _with_header(data: bytes, **changes) -> bytes:

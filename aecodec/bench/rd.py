@@ -245,6 +245,17 @@ def frontier(bpp, quality) -> tuple[list, list]:
 
 
 def plot(curves: dict[str, dict], path: Path, reference: dict | None = None, title: str = "the benchmark images") -> None:
+    """rd.png (`figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(curves, reference, title)
+    buf = __import__("io").BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue(), force=True)
+
+
+def figure(curves: dict[str, dict], reference: dict | None = None, title: str = "the benchmark images"):
     """PSNR and MS-SSIM against bpp, 0-2 bpp; each curve is its frontier (`frontier`); the legend
     runs below the panels."""
     import matplotlib
@@ -284,10 +295,7 @@ def plot(curves: dict[str, dict], path: Path, reference: dict | None = None, tit
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=columns, frameon=False)
     fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=bottom, wspace=0.18)
     fig.suptitle(f"Rate-distortion on {title}")
-    buf = __import__("io").BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue(), force=True)
+    return fig
 
 
 def quality_table(curves: dict[str, dict]) -> str:

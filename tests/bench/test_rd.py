@@ -211,3 +211,22 @@ def test_curves_drop_points_a_cheaper_point_matches():
 
     bpp, psnr = [0.3, 0.1, 0.2, 0.25, 0.5], [30.0, 26.0, 28.0, 27.5, 31.0]
     assert frontier(bpp, psnr) == ([0.1, 0.2, 0.3, 0.5], [26.0, 28.0, 30.0, 31.0])  # 0.25 bpp gives less than 0.2
+
+
+def test_the_plot_names_the_set_shows_2_bpp_and_keeps_its_legend_below():
+    import matplotlib.pyplot as plt
+
+    from aecodec.bench.rd import figure
+
+    curve = {"bpp": [0.2, 0.8, 1.9], "psnr-rgb": [28.0, 34.0, 39.0], "ms-ssim-rgb": [0.9, 0.97, 0.99]}
+    curves = {"aecodec": curve, "JPEG 2000": curve, **{f"codec {i}": curve for i in range(12)}}
+    fig = figure(curves, title="kodak (24 images)")
+    try:
+        assert fig._suptitle.get_text() == "Rate-distortion on kodak (24 images)"
+        fig.canvas.draw()
+        legend = fig.legends[0].get_window_extent()
+        for ax in fig.axes:
+            assert ax.get_xlim() == (0, 2.0)
+            assert legend.y1 < ax.get_window_extent().y0  # below the panels, not beside them
+    finally:
+        plt.close(fig)
