@@ -14,7 +14,7 @@ export AECODEC_TRAIN_DATA ?= $(SHARED)/data/train
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,openvino]'
 	touch $@
 
 demo: $(VENV)/.installed

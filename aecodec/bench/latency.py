@@ -39,7 +39,7 @@ def _aecodec() -> list[str]:
 TIME = "/usr/bin/time"
 
 
-def run_process(args: list[str]) -> tuple[float, float | None, int]:
+def run_process(args: list[str], env: dict | None = None) -> tuple[float, float | None, int]:
     """-> (seconds, peak RSS MB or None, exit code) of one child process.
 
     The peak comes from GNU time: a child forked from this (large) process would inherit its
@@ -47,7 +47,8 @@ def run_process(args: list[str]) -> tuple[float, float | None, int]:
     with tempfile.NamedTemporaryFile("r") as rss:
         wrap = [TIME, "-f", "%M", "-o", rss.name] if os.access(TIME, os.X_OK) else []
         t = time.perf_counter()
-        p = subprocess.run(wrap + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.run(wrap + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           env=None if env is None else {**os.environ, **env})
         dt = time.perf_counter() - t
         text = rss.read().strip().splitlines()
     if p.returncode != 0:
@@ -58,8 +59,9 @@ def run_process(args: list[str]) -> tuple[float, float | None, int]:
 
 def in_process(path: Path, repeat: int, engine: str = "numpy") -> dict:
     """Encode and decode times with the model loaded, on the CPU. engine "numpy" is what the API
-    and the CLI use on the CPU; "torch" runs the torch engine on the CPU for comparison (measure it
-    last: torch's idle OpenMP threads slow numpy's BLAS in the same process)."""
+    and the CLI use on the CPU; "openvino" the optional bf16 engine; "torch" runs the torch engine
+    on the CPU for comparison (measure it last: torch's idle OpenMP threads slow numpy's BLAS in
+    the same process)."""
     from aecodec.bench.metrics import psnr
     from aecodec.codec import coder, engines
 
@@ -78,7 +80,13 @@ def in_process(path: Path, repeat: int, engine: str = "numpy") -> dict:
         dec.append(time.perf_counter() - t)
     return {"encode_s": statistics.median(enc), "decode_s": statistics.median(dec), "bytes": len(data),
             "bpp": len(data) * 8 / (ref.shape[0] * ref.shape[1]), "psnr": psnr(ref, out),
-            "range": (min(enc), max(enc), min(dec), max(dec))}
+            "range": (min(enc), max(enc), min(dec), max(dec)), "precision": getattr(eng, "precision", "f32")}
+
+
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def main(argv=None) -> int:
@@ -112,9 +120,9 @@ def main(argv=None) -> int:
 
         print(f"{'whole process':<42} {'s':>7} {'peak MB':>8}")
 
-        def row(label, argv_):
+        def row(label, argv_, env=None):
             try:
-                s, mb, _ = run_process(argv_)
+                s, mb, _ = run_process(argv_, env)
             except SystemExit as e:  # e.g. an aecodec without batches
                 print(f"{label:<42} failed: {e}", flush=True)
                 return
@@ -135,6 +143,15 @@ def main(argv=None) -> int:
         out = tmp / "out"
         out.mkdir()
         row(f"decompress {n} files, one call", cmd + ["decompress", *map(str, aecs), "-o", str(out)])
+        if _has_openvino():  # the same calls on the openvino engine (AECODEC_ENGINE)
+            ov = {"AECODEC_ENGINE": "openvino"}
+            row("compress kodim23, openvino", cmd + ["compress", str(kodim23), "-o", str(tmp / "o.aec")], ov)
+            row("decompress kodim23, openvino", cmd + ["decompress", str(aec), "-o", str(tmp / "o.png")], ov)
+            if not args.no_large:
+                row("compress 24 MP, openvino", cmd + ["compress", str(big), "-o", str(tmp / "bigo.aec")], ov)
+                row("decompress 24 MP, openvino", cmd + ["decompress", str(tmp / "big.aec"), "-o", str(tmp / "bigo.png")], ov)
+            row(f"compress {n} Kodak files, one call, openvino", cmd + ["compress", *map(str, files), "-o", str(tmp / "bo")], ov)
+            row(f"decompress {n} files, one call, openvino", cmd + ["decompress", *map(str, aecs), "-o", str(tmp / "po")], ov)
         if args.separate:
             shutil.rmtree(batch)
             batch.mkdir()
@@ -147,6 +164,18 @@ def main(argv=None) -> int:
             for f in sorted(batch.glob("*.aec")):
                 peak = max(peak, run_process(cmd + ["decompress", str(f), "-o", str(out / (f.stem + "x.png"))])[1] or 0)
             print(f"{f'decompress {n} files, one process each':<42} {time.perf_counter() - t:7.2f} {peak:8.0f}")
+    if _has_openvino():
+        r = in_process(kodim23, args.repeat, "openvino")
+        print(f"the openvino engine ({r['precision']}), kodim23: encode {r['encode_s']:.3f} s, decode {r['decode_s']:.3f} s, "
+              f"{r['bpp']:.4f} bpp, PSNR {r['psnr']:.3f} dB (runs ranged {r['range'][0]:.3f}-{r['range'][1]:.3f} / "
+              f"{r['range'][2]:.3f}-{r['range'][3]:.3f} s)")
+        if not args.no_large:
+            with tempfile.TemporaryDirectory() as tmp:
+                big = Path(tmp) / "big.png"
+                mosaic(kodak, 6000, 4000).save(big, compress_level=1)
+                r = in_process(big, 1, "openvino")
+            print(f"the openvino engine, mosaic 6000x4000: encode {r['encode_s']:.2f} s, decode {r['decode_s']:.2f} s, "
+                  f"{r['bpp']:.4f} bpp, PSNR {r['psnr']:.2f} dB")
     r = in_process(kodim23, args.repeat, "torch")
     print(f"for comparison, the torch engine on the CPU, kodim23: encode {r['encode_s']:.3f} s, decode "
           f"{r['decode_s']:.3f} s, {r['bpp']:.4f} bpp, PSNR {r['psnr']:.3f} dB")

@@ -1,8 +1,9 @@
 """Engines: what runs the transforms of a model (weights.Weights) on some hardware, behind one
 interface (base.Engine). The coder (coder.py) drives any of them the same way.
 
-    numpy   the CPU, no torch import (a CLI call starts in a fraction of a second); the default there
-    torch   a CUDA GPU, or the CPU while the encoder refines latents by gradient descent (effort > 0)
+    numpy     the CPU, no torch import (a CLI call starts in a fraction of a second); the default there
+    openvino  the CPU's bf16 units through OpenVINO (optional: pip install openvino; AECODEC_ENGINE=openvino)
+    torch     a CUDA GPU, or the CPU while the encoder refines latents by gradient descent (effort > 0)
 
 An engine named X lives in `X_engine.py` here and sets `ENGINE` to its class: adding a backend is
 that one file (and its tests); `create("X")` finds it. Engines are built once per weights,
@@ -11,6 +12,7 @@ kind, device and options, and cached: this is the one owner of models on devices
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import threading
 import weakref
@@ -20,6 +22,7 @@ from ..weights import Weights
 from ..zoo import DEFAULT_MODEL
 from .devices import device_name, resolve_device  # noqa: F401 (re-exported)
 
+ENGINE_ENV = "AECODEC_ENGINE"  # the CPU engine for device "auto" (default numpy)
 _engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # weights -> {(kind, device, options): engine}
 _lock = threading.Lock()
 
@@ -41,9 +44,9 @@ def create(kind: str = "numpy", model: str | Weights | None = None, device=None,
     if engine is None:
         try:
             cls = importlib.import_module(f".{kind}_engine", __name__).ENGINE
-        except ModuleNotFoundError as e:  # a light install without torch, say
+            engine = cls(weights, device=device, **options)
+        except ModuleNotFoundError as e:  # a light install without torch, an optional backend absent
             raise AecError(f"the {kind} engine needs {e.name}, which is not installed (pip install {e.name})") from None
-        engine = cls(weights, device=device, **options)
         weights.release()  # the engine holds its own arrangement of them
         with _lock:
             engine = _engines[weights].setdefault(key, engine)
@@ -51,10 +54,12 @@ def create(kind: str = "numpy", model: str | Weights | None = None, device=None,
 
 
 def for_device(device=None, effort: int = 0, model: str | Weights | None = None):
-    """The engine to code with on `device`: numpy on the CPU, torch on a GPU or for effort > 0
-    (its gradient descent needs autograd); on the CPU the torch engine then shows pixels as the
-    numpy engine decodes them, so that refinement judges what users will see."""
+    """The engine to code with on `device`: on the CPU numpy (or, for device "auto", the engine
+    $AECODEC_ENGINE names, e.g. openvino; an explicit "cpu" is always the portable float32 numpy
+    engine), torch on a GPU or for effort > 0 (its gradient descent needs autograd); on the CPU the
+    torch engine then shows pixels as the numpy engine decodes them, so that refinement judges what
+    users will see."""
     dev = device_name(device)
     if dev == "cpu" and not effort:
-        return create("numpy", model)
+        return create(os.environ.get(ENGINE_ENV) or "numpy" if device in (None, "auto") else "numpy", model)
     return create("torch", model, device=dev, **({"viewer": create("numpy", model)} if dev == "cpu" else {}))
