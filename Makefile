@@ -4,10 +4,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# the shared data beside the checkout (../shared/README.md); the library itself never assumes it
+# the shared data beside the checkout (../shared/README.md); the library itself never assumes it:
+# the targets that need it pass it on (--data, AECODEC_KODAK, AECODEC_TRAIN_DATA); the tests find it themselves
 SHARED ?= ../shared
-export AECODEC_KODAK ?= $(SHARED)/data/kodak
-export AECODEC_TRAIN_DATA ?= $(SHARED)/data/train
+KODAK ?= $(SHARED)/data/kodak
+TRAIN_DATA ?= $(SHARED)/data/train
 
 .PHONY: demo test test-fast bench-kodak bench-kernels bench-train bench-latency bench-effort train train-stop train-status train-eval clean
 
@@ -29,7 +30,7 @@ test-fast: $(VENV)/.installed
 
 # BENCH_ARGS adds options, e.g. BENCH_ARGS="--efforts 1" (~40 more CPU minutes) or "--device cuda"
 bench-kodak: $(VENV)/.installed
-	$(VENV)/bin/aecodec bench $(AECODEC_KODAK) -o results/kodak --reference $(SHARED)/reference/kodak --k 192 -j 2 $(BENCH_ARGS)
+	$(VENV)/bin/aecodec bench $(KODAK) -o results/kodak --reference $(SHARED)/reference/kodak --k 192 -j 2 $(BENCH_ARGS)
 	$(PY) tools/publish.py results/kodak
 
 bench-kernels: $(VENV)/.installed
@@ -37,17 +38,17 @@ bench-kernels: $(VENV)/.installed
 	$(PY) -m aecodec.train.speed --fused-vs-eager
 
 bench-train: $(VENV)/.installed
-	$(PY) -m aecodec.train.speed --check
+	AECODEC_TRAIN_DATA=$(TRAIN_DATA) $(PY) -m aecodec.train.speed --check
 
 # Pauses the background training run (if any) while it times, then lets it go on.
 bench-latency: $(VENV)/.installed
 	@pid=$$(cat $(RUN_DIR)/pid 2>/dev/null); [ -n "$$pid" ] && kill -STOP $$pid 2>/dev/null; \
-	$(PY) -m aecodec.bench.latency; rc=$$?; [ -n "$$pid" ] && kill -CONT $$pid 2>/dev/null; exit $$rc
+	AECODEC_KODAK=$(KODAK) $(PY) -m aecodec.bench.latency; rc=$$?; [ -n "$$pid" ] && kill -CONT $$pid 2>/dev/null; exit $$rc
 
 # Effort levels, size targets, continuous quality (docs/performance.md); EFFORT_ARGS narrows it.
 bench-effort: $(VENV)/.installed
 	@pid=$$(cat $(RUN_DIR)/pid 2>/dev/null); [ -n "$$pid" ] && kill -STOP $$pid 2>/dev/null; \
-	$(PY) -m aecodec.bench.effort $(EFFORT_ARGS); rc=$$?; [ -n "$$pid" ] && kill -CONT $$pid 2>/dev/null; exit $$rc
+	AECODEC_KODAK=$(KODAK) $(PY) -m aecodec.bench.effort $(EFFORT_ARGS); rc=$$?; [ -n "$$pid" ] && kill -CONT $$pid 2>/dev/null; exit $$rc
 
 # The long training run (docs/training.md): `make train` starts or resumes it in the background at
 # low priority; `make train-stop` saves and stops it; `make train-eval` scores it on validation.
@@ -63,7 +64,7 @@ train: $(VENV)/.installed
 	@if [ -f $(RUN_DIR)/pid ] && kill -0 $$(cat $(RUN_DIR)/pid) 2>/dev/null; then \
 	  echo "run $(RUN) is already going (pid $$(cat $(RUN_DIR)/pid))"; \
 	else \
-	  AECODEC_RUNS=$(RUNS) nohup nice -n 19 $(VENV)/bin/aecodec train $(RUN) --quiet $(TRAIN_FLAGS) \
+	  AECODEC_RUNS=$(RUNS) AECODEC_TRAIN_DATA=$(TRAIN_DATA) nohup nice -n 19 $(VENV)/bin/aecodec train $(RUN) --quiet $(TRAIN_FLAGS) \
 	    >> $(RUN_DIR)/train.out 2>&1 & echo $$! > $(RUN_DIR)/pid; \
 	  echo "run $(RUN) started (pid $$(cat $(RUN_DIR)/pid)); log: $(RUN_DIR)/log.csv, output: $(RUN_DIR)/train.out"; \
 	fi
@@ -78,7 +79,7 @@ train-status:
 	@tail -n 3 $(RUN_DIR)/log.csv 2>/dev/null || echo "no run $(RUN) in $(RUNS)"
 
 train-eval: $(VENV)/.installed
-	AECODEC_RUNS=$(RUNS) $(VENV)/bin/aecodec train $(RUN) --evaluate
+	AECODEC_RUNS=$(RUNS) AECODEC_TRAIN_DATA=$(TRAIN_DATA) $(VENV)/bin/aecodec train $(RUN) --evaluate
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,7 +36,8 @@ def test_split_is_fixed_disjoint_and_sized(photo_dir):
     assert len(tdata.split(many)[1]) == tdata.VAL_COUNT
 
 
-def test_a_small_training_folder_trains_or_says_why_not(photo_dir, tiny_weights, tmp_path, capsys):
+def test_a_small_training_folder_trains_or_says_why_not(photo_dir, tiny_weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("AECODEC_TRAIN_DATA", raising=False)
     few = tmp_path / "few"
     few.mkdir()
     for p in sorted(photo_dir.glob("*.png"))[:7]:
