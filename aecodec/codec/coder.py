@@ -81,8 +81,9 @@ class _Encoder:
             y_hat, z = self.engine.quantize(self.engine.analyze(np.clip(np.round(moved), 0, 255).astype(np.uint8)),
                                             quality, k)
             shown = self.engine.pixels(y_hat, quality, self.h, self.w)
-            if self._mse(shown) < best_mse:
-                best, best_mse = (y_hat, z), self._mse(shown)
+            mse = self._mse(shown)
+            if mse < best_mse:
+                best, best_mse = (y_hat, z), mse
         return best
 
     def _entropy_code(self, y_hat, z) -> tuple[bytes, bytes]:

@@ -110,10 +110,6 @@ class Weights:
             if self._reread is not None:
                 self._tensors = None
 
-    @property
-    def short_digest(self) -> bytes:
-        return self.digest[:DIGEST_BYTES]
-
     def coder(self):
         """The entropy coder of these weights (families/), built once."""
         if self._coder is None:

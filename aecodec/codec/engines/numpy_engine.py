@@ -17,6 +17,7 @@ from .base import Engine
 
 class NumpyEngine(Engine):
     kind = "numpy"
+    transforms = ("g_a", "h_a", "g_s")  # the programs it builds (a subclass may run some elsewhere)
 
     def __init__(self, weights, device=None):
         if device not in (None, "cpu"):
@@ -24,7 +25,7 @@ class NumpyEngine(Engine):
         super().__init__(weights, device)
         tensors, layers = weights.tensors, weights.config.layers()
         try:
-            self.programs = {name: Program(layers[name], tensors, name) for name in ("g_a", "h_a", "g_s")}
+            self.programs = {name: Program(layers[name], tensors, name) for name in self.transforms}
             self.gain = np.abs(tensors["gain"]).astype(np.float32)
             self.inv_gain = np.abs(tensors["inv_gain"]).astype(np.float32)
         except (KeyError, ValueError) as e:

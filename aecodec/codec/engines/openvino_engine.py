@@ -96,6 +96,7 @@ def bf16_capable() -> bool:
 
 class OpenVinoEngine(NumpyEngine):
     kind = "openvino"
+    transforms = ("h_a",)  # g_a and g_s run on OpenVINO
 
     def __init__(self, weights, device=None, precision: str = "bf16"):
         """precision: "bf16" (the default; float32 on CPUs without bf16 instructions) or "f32"."""

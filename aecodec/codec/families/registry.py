@@ -17,8 +17,7 @@ def get(name: str):
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise ValueError(f"unknown entropy model family {name!r} (this aecodec has "
-                         f"{', '.join(sorted(_FAMILIES))})") from None
+        raise ValueError(f"unknown entropy model family {name!r} (this aecodec has {', '.join(names())})") from None
 
 
 def names() -> list[str]:
