@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "name, or 'scratch' (default: the shipped default model); with --evaluate: the model "
                    "to evaluate instead of the run")
     t.add_argument("--family", help="new runs only: the entropy model family (hyperprior, mean-scale, "
-                   "checkerboard); a source of an earlier family grows into it with its coding unchanged "
+                   "checkerboard, channel-checkerboard); a source of an earlier family grows into it with its coding unchanged "
                    "(default: from --means/--context and the source)")
     t.add_argument("--means", action=argparse.BooleanOptionalAction, default=None,
                    help="new runs only: mean-scale hyperprior, h_s also predicts integer means (default: on)")

@@ -45,3 +45,22 @@ def bd_rate(anchor_rate, anchor_metric, test_rate, test_metric, rate_range=None)
     ia = PchipInterpolator(ma, la).integrate(lo, hi)
     it = PchipInterpolator(mt, lt).integrate(lo, hi)
     return float((np.exp((it - ia) / (hi - lo)) - 1) * 100)
+
+
+def psnr_at(rate, metric, at_rate) -> np.ndarray:
+    """A codec's metric at the given bitrates: PCHIP through its points in log-rate (the curve's
+    upper frontier: points a cheaper point matches are dropped); NaN outside its range."""
+    r, m = np.asarray(rate, float), np.asarray(metric, float)
+    order = np.argsort(r)
+    r, m = r[order], m[order]
+    keep = np.maximum.accumulate(m) <= m  # each kept point beats every cheaper one
+    r, m = r[keep], m[keep]
+    keep = np.concatenate([[True], np.diff(r) > 1e-12])
+    r, m = r[keep], m[keep]
+    at = np.log(np.asarray(at_rate, float))
+    out = np.full(at.shape, np.nan)
+    if len(r) < 2:
+        return out
+    inside = (at >= np.log(r[0])) & (at <= np.log(r[-1]))
+    out[inside] = PchipInterpolator(np.log(r), m)(at[inside])
+    return out

@@ -29,12 +29,13 @@ from ..codec.config import MAX_EFFORT
 from ..errors import AecError
 from ..fileio import atomic_write_bytes
 from ..imageio import list_images
-from .bdrate import bd_rate
+from .bdrate import bd_rate, psnr_at
 from .codecs import AVIF_PSNR, Codec, aec_codecs, classic_codecs
 from .metrics import ms_ssim, psnr
 from .rd_args import CODECS, add_arguments
 
 ANCHORS = ("JPEG 4:2:0", "JPEG 2000", AVIF_PSNR)
+WIDE_RANGE = (0.1, 2.0)  # the second BD-rate table's range: the high-fidelity end the headline leaves out
 FIELDS = ["image", "codec", "param", "bytes", "bpp", "psnr", "ms_ssim", "encode_s", "decode_s"]
 
 
@@ -312,7 +313,26 @@ def quality_table(curves: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(rows, outdir: Path, reference: dict | None, rate_range, codecs=(), title: str | None = None) -> dict:
+def gap_table(curves: dict[str, dict], anchors=("JPEG 2000", AVIF_PSNR)) -> str:
+    """Per operating point of each aecodec curve: its PSNR minus each anchor's at the same bpp
+    (interpolated on the anchor's curve; n/a beyond the anchor's points)."""
+    lines = []
+    present = [a for a in anchors if a in curves]
+    for name in sorted(n for n in curves if n.startswith("aecodec")):
+        c = {k: np.asarray(v, float) for k, v in curves[name].items() if k in ("param", "bpp", "psnr-rgb")}
+        lines += [f"{name}: PSNR difference to each anchor at the same bpp (dB; positive = better):",
+                  "| quality | bpp | PSNR (dB) | " + " | ".join(f"vs {a}" for a in present) + " |",
+                  "| ---: | ---: | ---: |" + " ---: |" * len(present)]
+        gaps = [c["psnr-rgb"] - psnr_at(curves[a]["bpp"], curves[a]["psnr-rgb"], c["bpp"]) for a in present]
+        for i in np.argsort(c["bpp"]):
+            cells = " | ".join("n/a" if not np.isfinite(g[i]) else f"{g[i]:+.2f}" for g in gaps)
+            lines.append(f"| {c['param'][i]:g} | {c['bpp'][i]:.3f} | {c['psnr-rgb'][i]:.2f} | {cells} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_outputs(rows, outdir: Path, reference: dict | None, rate_range, codecs=(), title: str | None = None,
+                  wide_range=WIDE_RANGE) -> dict:
     """rd.csv, one CompressAI-format JSON per codec (with its exact settings and library
     versions), bd-rate.md and rd.png."""
     outdir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +354,8 @@ def write_outputs(rows, outdir: Path, reference: dict | None, rate_range, codecs
             doc["settings"], doc["library"] = codec.settings(), codec.library()
         atomic_write_bytes(outdir / f"{slug}.json", (json.dumps(doc, indent=2) + "\n").encode(), force=True)
     table = bd_table(curves, rate_range, reference)
+    if wide_range and tuple(wide_range) != tuple(rate_range):  # the high-fidelity end too, measured codecs only
+        table += "\n" + bd_table(curves, wide_range) + "\n" + gap_table(curves)
     atomic_write_bytes(outdir / "bd-rate.md", table.encode(), force=True)
     images = len({r["image"] for r in rows})
     plot(curves, outdir / "rd.png", reference, title or f"{images} images")

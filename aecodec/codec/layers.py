@@ -164,3 +164,59 @@ class CheckerboardContext(torch.nn.Module):
         ctx = torch.nn.functional.conv2d(y_hat * anchors, self.kernel(), self.ctx_bias, padding=2)
         delta = self.ep(torch.cat([params, ctx], dim=1))
         return params + delta * (1 - anchors)
+
+
+class ChannelContext(torch.nn.Module):
+    """Channel-conditional context over channel groups (Minnen & Singh 2020; uneven groups with
+    the checkerboard as in He et al. 2022, ELIC), in the order that extends the checkerboard
+    exactly: the anchors of group 1, 2, ..., then the non-anchors of group 1, 2, .... Group i > 1
+    sees the groups before it: at an anchor their anchors (a 3x3 convolution over the anchors,
+    which are the window's centre and corners), at a non-anchor all their positions (a 3x3
+    convolution), with its own parameters so far (1x1); 1x1 layers then give a correction of its
+    scales and means that starts at zero, so a checkerboard model gains it with its coding
+    unchanged. The family (families/channel_checkerboard.py) gives the groups and computes the same
+    networks in float64 for coding."""
+
+    def __init__(self, M: int, bounds: tuple[tuple[int, int], ...], hidden: int, anchors):
+        super().__init__()
+        self.M, self.bounds, self.anchors = M, bounds, anchors
+        self.nets = torch.nn.ModuleList(
+            GroupContext(start, 2 * (end - start), hidden) for _ in ("anchor", "other") for start, end in bounds[1:])
+
+    def net(self, group: int, anchor: bool) -> "GroupContext":
+        """The network of a group (1 .. len(bounds) - 1) at its anchors or at its other positions."""
+        return self.nets[(0 if anchor else len(self.bounds) - 1) + group - 1]
+
+    def forward(self, params: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        """params (B, 2M, h, w): scales and means, the non-anchors' already corrected by the
+        checkerboard; y_hat: the quantized latents -> the parameters with every group after the
+        first corrected from the groups before it."""
+        M = self.M
+        is_anchor = torch.from_numpy(self.anchors(*y_hat.shape[-2:])).to(y_hat.device).float()[None, None]
+        scales, means = list(params[:, :M].split([e - s for s, e in self.bounds], 1)), \
+            list(params[:, M:].split([e - s for s, e in self.bounds], 1))
+        for g, (start, end) in enumerate(self.bounds[1:], 1):
+            own = torch.cat([scales[g], means[g]], dim=1)
+            prev = y_hat[:, :start]
+            delta = (self.net(g, True)(prev * is_anchor, own) * is_anchor
+                     + self.net(g, False)(prev, own) * (1 - is_anchor))
+            scales[g], means[g] = (own + delta).split(end - start, 1)
+        return torch.cat(scales + means, dim=1)
+
+
+class GroupContext(torch.nn.Module):
+    """One group's correction: relu(3x3 conv of the decoded earlier channels + 1x1 of its own
+    parameters) -> 1x1 -> relu -> 1x1 (zero at first)."""
+
+    def __init__(self, previous: int, own: int, hidden: int):
+        super().__init__()
+        self.prev = torch.nn.Conv2d(previous, hidden, 3, padding=1)
+        self.own = torch.nn.Conv2d(own, hidden, 1, bias=False)
+        self.out = torch.nn.Sequential(
+            torch.nn.ReLU(inplace=True), torch.nn.Conv2d(hidden, hidden, 1), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(hidden, own, 1))
+        torch.nn.init.zeros_(self.out[-1].weight)
+        torch.nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, previous: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        return self.out(self.prev(previous) + self.own(own))

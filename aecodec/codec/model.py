@@ -111,6 +111,29 @@ class AecModel(nn.Module):
                 x_hat = self.g_s(y_ste * ig).float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "y": y.detach()}
 
+    @torch.no_grad()
+    def permute_latent_channels(self, order) -> None:
+        """Renumber y's channels in place: new channel i is old channel order[i]. The codec is the
+        same function (its latents come out permuted, and the k-sparse gate, which ranks channels
+        by magnitude, is indifferent to their order); a family that codes channels in groups
+        orders them this way before it learns (families/channel_checkerboard.py)."""
+        M = self.config.M
+        order = torch.as_tensor(order, dtype=torch.long)
+        if sorted(order.tolist()) != list(range(M)):
+            raise ValueError("not a permutation of the latent channels")
+        both = torch.cat([order, order + M])
+        g_a, g_s, h_a, h_s = self.g_a[-1], self.g_s[0], self.h_a[0], self.h_s[-1]
+        if not (isinstance(g_a, nn.Conv2d) and isinstance(g_s, nn.ConvTranspose2d) and isinstance(h_a, nn.Conv2d)
+                and isinstance(h_s, nn.Conv2d)):
+            raise ValueError("this layout's latent channels cannot be renumbered")
+        # (tensor, dim, index): g_a's output, g_s's and h_a's inputs, h_s's scales (and means), the gains
+        h_s_index = order if h_s.out_channels == M else both
+        for t, dim, index in ((g_a.weight, 0, order), (g_a.bias, 0, order), (g_s.weight, 0, order),
+                              (h_a.weight, 1, order), (h_s.weight, 0, h_s_index), (h_s.bias, 0, h_s_index),
+                              (self.gain, 1, order), (self.inv_gain, 1, order)):
+            t.copy_(t.index_select(dim, index))
+        self.family.permute_latent_channels(self, order)
+
     def aux_loss(self) -> torch.Tensor:
         """The entropy bottleneck's quantile loss (trained by its own optimizer)."""
         return self.entropy_bottleneck.loss()

@@ -37,6 +37,9 @@ FINITE_CHECK_STEPS = 100  # how often the loss is checked for NaN (a check syncs
 LOG_FIELDS = ["time", "step", "megapixels", "cpu_hours", "loss", "bpp", "psnr", "steps_per_s", "mpx_per_s"]
 
 
+ARRANGE_CROPS = 16  # training crops a newly grown model's family may look at first (Family.arrange)
+
+
 def run_dir(name_or_path: str) -> Path:
     p = Path(name_or_path)
     return p if (p.is_absolute() or len(p.parts) > 1) else RUNS_DIR / name_or_path
@@ -67,6 +70,11 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
     config, state = source_weights(init)
     model: AecModel = grown(config, state, TrainConfig.target_family(cfg_override, config and config.family))
     family = model.config.family_impl
+    if config is not None and family.name != config.family:  # grown: its family's last step sees crops
+        files, _ = split(list_images(cfg.data))
+        pick = random.Random(cfg.seed).sample(files, min(ARRANGE_CROPS, len(files)))
+        torch.manual_seed(cfg.seed)  # the same arrangement on every rank
+        family.arrange(model, CropSampler(pick, cfg.crop).batch(len(pick), random.Random(cfg.seed)))
     cfg = dataclasses.replace(cfg, family=family.name, means=not family.scales_only, context=family.uses_context)
     if world.main:
         torch.manual_seed(cfg.seed)

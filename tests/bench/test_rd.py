@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aecodec.bench.bdrate import bd_rate
+from aecodec.bench.bdrate import bd_rate, psnr_at
 from aecodec.bench.rd import main as bench_main
 
 RATES = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
@@ -32,6 +32,26 @@ def test_bd_rate_respects_rate_range():
     test_p = PSNRS.copy()
     test_p[-1] -= 5
     assert bd_rate(RATES, PSNRS, RATES, test_p, rate_range=(0.1, 0.8)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_psnr_at_interpolates_the_frontier_and_not_beyond_it():
+    at = psnr_at(RATES, PSNRS, [0.05, 0.2, 0.3, 1.6, 2.0])
+    assert np.isnan(at[0]) and np.isnan(at[-1])  # outside the points
+    assert at[1] == pytest.approx(28.5) and at[3] == pytest.approx(37.5)
+    assert 28.5 < at[2] < 31.0
+    # a point that a cheaper one matches is not on the curve
+    assert psnr_at([0.1, 0.2, 0.3], [30.0, 29.0, 32.0], [0.2])[0] > 30.0
+
+
+def test_the_table_has_the_high_fidelity_range_and_the_gaps_at_each_quality():
+    from aecodec.bench.rd import bd_table, gap_table
+
+    curves = {"JPEG 2000": {"bpp": RATES, "psnr-rgb": PSNRS},
+              "aecodec": {"param": [1, 2, 3], "bpp": [0.2, 0.4, 1.9], "psnr-rgb": [29.0, 31.0, 36.0]}}
+    assert "over 0.1-2.0 bpp" in bd_table(curves, (0.1, 2.0))
+    gaps = gap_table(curves)
+    assert "| 1 | 0.200 | 29.00 | +0.50 |" in gaps and "| 2 | 0.400 | 31.00 | +0.00 |" in gaps
+    assert "| 3 | 1.900 | 36.00 | n/a |" in gaps  # beyond JPEG 2000's points
 
 
 @pytest.mark.slow
@@ -63,6 +83,7 @@ def test_harness_end_to_end(tmp_path, kodak_crop, capsys):
     assert aec["bpp"] == sorted(aec["bpp"])  # rate grows with quality
     table = (out / "bd-rate.md").read_text()
     assert "| aecodec |" in table and "JPEG 2000" in table
+    assert "over 0.1-2.0 bpp" in table and "PSNR difference to each anchor" in table
     assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a rerun is served from the cache
     cached = len(list((out / "cache").glob("*.json")))

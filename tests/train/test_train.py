@@ -291,3 +291,42 @@ def test_a_context_only_run_reuses_cached_latents(photo_dir, tiny_weights, tmp_p
     assert train(tmp_path / "r", cfg, init=str(tiny_weights), max_steps=steps, quiet=True) == steps
     # fresh: the 4 synthesizing steps and one more while the cache (batch 2, 4 crops) fills
     assert len(drawn) == steps - 4 - 1 and set(drawn) == {2}
+
+
+def test_cli_channel_group_run_trains_only_its_groups_and_exports(photo_dir, tmp_path, capsys):
+    """--family channel-checkerboard grows a checkerboard source with zero
+    corrections and its channels ordered by rate; --train-only channel_context. leaves every other weight as loaded; the export
+    names the family and codes exactly; `aecodec train --help` names every family."""
+    from aecodec.codec import families
+
+    torch.manual_seed(0)
+    cb = tmp_path / "cb.safetensors"
+    cb.write_bytes(export_bytes(AecModel(ModelConfig(N=16, M=24, family="checkerboard")), "cb", [12] * 8))
+    rdir = tmp_path / "cc"
+    assert cli_main(["train", str(rdir), "--data", str(photo_dir), "--init", str(cb), "--steps", "2",
+                     "--batch", "2", "--crop", "64", "--threads", "1", "--quiet", "--family", "channel-checkerboard",
+                     "--train-only", "channel_context."]) == 0
+    w = tmp_path / "cc.safetensors"
+    assert cli_main(["export", str(rdir), "-o", str(w), "--default-k", "8"]) == 0
+    loaded, source = Weights.from_file(w), Weights.from_file(cb)
+    assert loaded.name == "aec-ccb-16-24" and loaded.config.family == "channel-checkerboard"
+    # the source with its channels ordered by rate (Family.arrange), then only the groups trained
+    rows = source.tensors["g_a.6.weight"].reshape(24, -1)
+    order = [next(j for j in range(24) if np.array_equal(r, rows[j]))
+             for r in loaded.tensors["g_a.6.weight"].reshape(24, -1)]
+    assert sorted(order) == list(range(24)) and order != list(range(24))
+    renumbered = AecModel.from_weights(source)
+    renumbered.permute_latent_channels(order)
+    want = {k: v.numpy() for k, v in renumbered.state_dict().items()}
+    trained = [n for n in loaded.tensors if n not in want or
+               not np.array_equal(loaded.tensors[n].astype(np.float32), want[n].astype(np.float32))]
+    moved = [n for n in trained if not n.startswith(("channel_context.", "entropy_bottleneck."))]
+    assert any(n.startswith("channel_context.") for n in trained) and not moved, moved
+    eng = engines.create("numpy", loaded)
+    rgb = np.uint8(np.random.default_rng(0).random((64, 128, 3)) * 255)
+    data = coder.encode(rgb, "RGB", 4, 8, engine=eng)
+    assert coder.decode(data, engine=eng)[0].shape == rgb.shape
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert all(name in helptext for name in families.names())

@@ -9,12 +9,14 @@ symbols in the stream, rANS). A model's config names its family; `get` finds it.
     hyperprior    scales only (Balle et al. 2018)
     mean-scale    scales and integer means (Minnen et al. 2018, without the autoregressive context)
     checkerboard  mean-scale + a checkerboard context over the anchors (He et al. 2021)
+    channel-checkerboard  the checkerboard + uneven channel groups, each conditioned on the ones
+                  before it (ELIC, He et al. 2022)
 
 A new family: a module with a `Family` subclass decorated with `@register`, imported below.
 """
 from __future__ import annotations
 
-from . import checkerboard, hyperprior, mean_scale  # noqa: F401  (they register themselves)
+from . import channel_checkerboard, checkerboard, hyperprior, mean_scale  # noqa: F401  (they register themselves)
 from .base import EntropyCoder, Family
 from .registry import from_flags, get, lineage, names, register
 

@@ -46,9 +46,10 @@ class EntropyCoder:
         hyperprior alone."""
         return self.indexes_means(self.hyper_parameters(z_hat))
 
-    def indexes_means(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(M or 2M, ...) parameters -> (table indexes int32, integer means float32 or None)."""
-        M = self.M
+    def indexes_means(self, params: np.ndarray, M: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(M or 2M, ...) parameters -> (table indexes int32, integer means float32 or None); M: the
+        number of channels they are for when not all of y's (a channel group)."""
+        M = self.M if M is None else M
         scales = np.maximum(params[:M], 0)
         # the index of a scale: how many table entries (all but the last) lie below it
         indexes = np.searchsorted(self.scale_table[:-1], np.maximum(scales, self.scale_bound), side="left")
@@ -139,6 +140,14 @@ class Family:
 
         scales, means = params.chunk(2, dim=1)
         return torch.relu(scales), means
+
+    def permute_latent_channels(self, model, order) -> None:
+        """Renumber y's channels in this family's own modules (model.permute_latent_channels does
+        the rest): order is a torch index, new channel i = old channel order[i]."""
+
+    def arrange(self, model, crops) -> None:
+        """A model that has just grown into this family, before it trains: a last step that needs
+        images (crops: a (B, 3, H, W) batch of training crops). Nothing by default."""
 
     def grow(self, state: dict, model) -> dict:
         """The state dict of a `parent` model -> one for `model` (of this family) that codes

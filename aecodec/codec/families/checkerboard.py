@@ -117,6 +117,18 @@ class Checkerboard(MeanScale):
         """The context reads y_hat's anchors only: exactly what the decoder has decoded."""
         return super().y_parameters(model, model.context(params, y_hat), y_hat)
 
+    def permute_latent_channels(self, model, order) -> None:
+        """The context reads y's channels (ctx_weight's inputs) and corrects their scales and means
+        (the first 2M inputs of its 1x1 layers, and its outputs)."""
+        import torch
+
+        ctx, M = model.context, model.config.M
+        both = torch.cat([order, order + M])
+        first, last = ctx.ep[0], ctx.ep[-1]
+        for t, dim, index in ((ctx.ctx_weight, 1, order), (first.weight, 1, torch.cat([both, torch.arange(2 * M, 4 * M)])),
+                              (last.weight, 0, both), (last.bias, 0, both)):
+            t.copy_(t.index_select(dim, index))
+
     def grow(self, state: dict, model) -> dict:
         """A mean-scale model -> checkerboard: the new context keeps its initialisation, whose
         correction is zero, so coding is unchanged."""
