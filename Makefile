@@ -9,8 +9,9 @@ PY := $(VENV)/bin/python
 SHARED ?= ../shared
 KODAK ?= $(SHARED)/data/kodak
 TRAIN_DATA ?= $(SHARED)/data/train
+URBAN ?= $(SHARED)/data/urban
 
-.PHONY: demo test test-fast bench-kodak bench-kernels bench-train bench-latency bench-effort train train-stop train-status train-eval clean
+.PHONY: demo test test-fast bench-kodak bench-urban bench-kernels bench-train bench-latency bench-effort train train-stop train-status train-eval clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ test-fast: $(VENV)/.installed
 bench-kodak: $(VENV)/.installed
 	$(VENV)/bin/aecodec bench $(KODAK) -o results/kodak --reference $(SHARED)/reference/kodak --k 192 -j 2 $(BENCH_ARGS)
 	$(PY) tools/publish.py results/kodak
+
+# the second test set: sharp photos of buildings and streets (never trained on)
+bench-urban: $(VENV)/.installed
+	$(VENV)/bin/aecodec bench $(URBAN) -o results/urban --k 192 -j 2 $(BENCH_ARGS)
+	$(PY) tools/publish.py results/urban
 
 bench-kernels: $(VENV)/.installed
 	$(PY) -m aecodec.bench.kernels

@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new runs only: checkerboard context (He et al. 2021) on the mean-scale hyperprior; "
                    "a source without one gets it with a zero correction, so coding starts unchanged (default: as the "
                    "source: a model with a context keeps it, one without stays without)")
+    t.add_argument("--widen", metavar="T=WIDTH[,...]",
+                   help="new runs only: give these transforms' hidden layers more channels (g_a, g_s, h_a, h_s; "
+                        "e.g. 'g_s=192'), grown so that the model computes exactly what the source did and the "
+                        "new channels learn (more capacity for the high rates, at more cost per pixel)")
     t.add_argument("--train-only", metavar="PREFIXES",
                    help="new runs only: train only parameters whose names start with one of these "
                    "comma-separated prefixes (e.g. 'context.'); the rest stay as loaded")

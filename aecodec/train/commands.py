@@ -14,7 +14,7 @@ from .config import DATA_ENV
 from .data import validation_set
 from .evaluate import bd_vs_jpeg2000, coding_copy, evaluate, format_result, jpeg2000_anchor
 
-_RECIPE_FLAGS = ("family", "means", "context", "train_only", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "compile", "threads", "seed")
+_RECIPE_FLAGS = ("family", "means", "context", "train_only", "widen", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "compile", "threads", "seed")
 
 
 def _overrides(args) -> dict:

@@ -24,6 +24,9 @@ class TrainConfig:
     # comma-separated parameter-name prefixes: train only these (e.g. "context." to fit a new
     # context to trained transforms: no gradient flows through g_a/g_s, ~3x the steps); "" = all
     train_only: str = ""
+    # new runs: the source's transforms widened function-preservingly (train/grow.py), e.g.
+    # "g_s=192" gives g_s's hidden layers 192 channels; "" = as the source
+    widen: str = ""
     batch: int = 8
     crop: int = 128
     lr: float = 2e-4            # constant: an open-ended run; EMA weights are what gets exported

@@ -30,6 +30,7 @@ from .checkpoint import (STATE_FILE, grown, initial_history, load_state, rank_ge
 from .distributed import World
 from .config import RUNS_DIR, TrainConfig
 from .data import CropSampler, split
+from .grow import widen, widened
 from .latent_cache import LatentCache, keep, step_inputs
 from .step import Trainer, draw_k
 
@@ -57,7 +58,7 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
         stored = read_meta(path)["config"]
         defaults = TrainConfig()
         if any(key in cfg_override and cfg_override[key] != stored.get(key, getattr(defaults, key))
-               for key in ("family", "means", "context", "train_only")):
+               for key in ("family", "means", "context", "train_only", "widen")):
             raise AecError(f"{rdir}: a run keeps its architecture; start a new run (another name) with --init")
         trainer, step, gen, counters = load_state(path, cfg_override, world, device)
         if world.main:
@@ -69,6 +70,8 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
         raise AecError("a new run needs its training images: --data DIR")
     config, state = source_weights(init)
     model: AecModel = grown(config, state, TrainConfig.target_family(cfg_override, config and config.family))
+    if cfg.widen:
+        model = widen(model, widened(model.config, cfg.widen))
     family = model.config.family_impl
     if config is not None and family.name != config.family:  # grown: its family's last step sees crops
         files, _ = split(list_images(cfg.data))

@@ -8,12 +8,13 @@ import publish
 from aecodec.errors import AecError
 
 
-def test_documents_show_the_measured_tables():
-    measured = publish.tables(publish.ROOT / "results" / "kodak")
-    for name, body in measured.items():
-        for doc in publish.DOCUMENTS[name]:
+@pytest.mark.parametrize("results", sorted(p.name for p in (publish.ROOT / "results").iterdir() if p.is_dir()))
+def test_documents_show_the_measured_tables(results):
+    measured = publish.tables(publish.ROOT / "results" / results)
+    for key, body in measured.items():
+        for doc in publish.DOCUMENTS[key.split(":")[-1]]:
             text = (publish.ROOT / doc).read_text()
-            assert publish.replace_block(text, name, body) == text, f"{doc}: {name} table differs from results/kodak"
+            assert publish.replace_block(text, key, body) == text, f"{doc}: {key} table differs from results/{results}"
 
 
 def test_replace_block_rewrites_only_between_its_markers():
@@ -31,6 +32,9 @@ def test_per_quality_table_takes_k_from_the_model():
     lines = publish.per_quality_table(result, [32, 48] + [96] * 6).splitlines()
     assert lines[2] == "| 1 | 32 | 0.200 | 28.00 | 0.9300 | 0.40 | 0.39 |"
     assert lines[3].startswith("| 2 | 48 | 0.300 | 29.50 |")
+    anchor = {"JPEG 2000": {"bpp": [0.1, 0.3, 0.5], "psnr-rgb": [26.0, 29.0, 31.0]}}
+    lines = publish.per_quality_table(result, [32, 48] + [96] * 6, anchor).splitlines()
+    assert lines[0].endswith("| vs JPEG 2000 (dB) |") and lines[3].endswith("| 0.40 | +0.50 |")
 
 
 def test_cli_reports_a_missing_folder_in_one_line(tmp_path, capsys):
