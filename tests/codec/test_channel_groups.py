@@ -13,6 +13,7 @@ from aecodec.codec.model import AecModel
 from aecodec.codec.spec import ModelConfig
 from aecodec.codec.weights import Weights, export_bytes
 from aecodec.train.checkpoint import initial_model
+from test_families import assert_codes_exactly_in_both_engines, damaged
 
 TINY = ModelConfig(N=16, M=24, family="channel-checkerboard")
 
@@ -52,14 +53,7 @@ def test_groups_are_uneven_and_cover_every_channel():
 
 
 def test_codes_exactly_and_the_same_in_both_engines(cc_model):
-    y_hat, z = _latents(cc_model)
-    eng = _engine(cc_model)
-    y_bytes, z_bytes = eng.entropy_code(y_hat, z)
-    assert torch.equal(eng.decode_latents(y_bytes, z_bytes, (2, 3)), y_hat)
-    numpy_engine = _engine(cc_model, "numpy")
-    y_np = numpy_engine.decode_latents(y_bytes, z_bytes, (2, 3))
-    assert np.array_equal(y_np, y_hat[0].permute(1, 2, 0).numpy())
-    assert numpy_engine.entropy_code(y_np, z[0].permute(1, 2, 0).numpy()) == (y_bytes, z_bytes)
+    assert_codes_exactly_in_both_engines(cc_model, *_latents(cc_model), (2, 3))
 
 
 def _coder_parameters(coder, params, y_hat):
@@ -153,11 +147,8 @@ def test_damaged_streams_are_refused(cc_model, damage):
     eng = _engine(cc_model, "numpy")
     y_np, z_np = y_hat[0].permute(1, 2, 0).numpy(), z[0].permute(1, 2, 0).numpy()
     y_bytes, z_bytes = eng.entropy_code(y_np, z_np)
-    bad = {"truncate": y_bytes[: len(y_bytes) // 2],
-           "flip": y_bytes[:10] + bytes([y_bytes[10] ^ 0x40]) + y_bytes[11:],
-           "append": y_bytes + b"\x01\x02"}[damage]
     with pytest.raises(ValueError):
-        eng.decode_latents(bad, z_bytes, (2, 3))
+        eng.decode_latents(damaged(y_bytes, damage), z_bytes, (2, 3))
 
 
 def test_the_channel_corrections_learn_from_the_rate():

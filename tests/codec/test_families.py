@@ -50,15 +50,20 @@ def test_masks_agree_and_taps_are_the_anchors(ctx_model):
     assert len(TAPS) == 12  # the 5x5 neighbours of a non-anchor that are anchors
 
 
-def test_context_codes_exactly_and_the_same_in_both_engines(ctx_model):
-    y_hat, z = _latents(ctx_model)
-    eng = _engine(ctx_model)
+def assert_codes_exactly_in_both_engines(model, y_hat, z, z_shape):
+    """The torch engine's streams decode to y_hat in both engines, and the numpy engine writes the
+    same bytes."""
+    eng = _engine(model)
     y_bytes, z_bytes = eng.entropy_code(y_hat, z)
-    assert torch.equal(eng.decode_latents(y_bytes, z_bytes, (2, 3)), y_hat)
-    numpy_engine = _engine(ctx_model, "numpy")
-    y_np = numpy_engine.decode_latents(y_bytes, z_bytes, (2, 3))
+    assert torch.equal(eng.decode_latents(y_bytes, z_bytes, z_shape), y_hat)
+    numpy_engine = _engine(model, "numpy")
+    y_np = numpy_engine.decode_latents(y_bytes, z_bytes, z_shape)
     assert np.array_equal(y_np, y_hat[0].permute(1, 2, 0).numpy())
     assert numpy_engine.entropy_code(y_np, z[0].permute(1, 2, 0).numpy()) == (y_bytes, z_bytes)
+
+
+def test_context_codes_exactly_and_the_same_in_both_engines(ctx_model):
+    assert_codes_exactly_in_both_engines(ctx_model, *_latents(ctx_model), (2, 3))
 
 
 def test_float64_context_matches_the_trained_network(ctx_model):
@@ -99,11 +104,14 @@ def test_damaged_context_streams_are_refused(ctx_model, damage):
     y_hat, z = _latents(ctx_model, seed=4)
     eng = _engine(ctx_model)
     y_bytes, z_bytes = eng.entropy_code(y_hat, z)
-    bad = {"truncate": y_bytes[: len(y_bytes) // 2],
-           "flip": y_bytes[:10] + bytes([y_bytes[10] ^ 0x40]) + y_bytes[11:],
-           "append": y_bytes + b"\x01\x02"}[damage]
     with pytest.raises(ValueError):
-        eng.decode_latents(bad, z_bytes, (2, 3))
+        eng.decode_latents(damaged(y_bytes, damage), z_bytes, (2, 3))
+
+
+def damaged(payload: bytes, damage: str) -> bytes:
+    return {"truncate": payload[: len(payload) // 2],
+            "flip": payload[:10] + bytes([payload[10] ^ 0x40]) + payload[11:],
+            "append": payload + b"\x01\x02"}[damage]
 
 
 def test_context_trains_and_refines(ctx_model):
