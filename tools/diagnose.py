@@ -78,7 +78,25 @@ def rate_for(curve: dict, target_psnr: float) -> float:
     return float(np.exp(np.interp(target_psnr, p, np.log(b))))
 
 
-def measure(model_name: str, images) -> dict:
+def from_bench(results: Path, model_name: str, M: int) -> tuple[dict, dict]:
+    """(coded rows without ceilings, anchors) from `aecodec bench ... --k M` results of this model."""
+    def curve(name):
+        return json.loads((results / name).read_text())
+
+    aec, full = curve("aecodec.json"), curve(f"aecodec-k-{M}.json")
+    if f"model {model_name} " not in aec.get("library", "") + " ":
+        raise SystemExit(f"diagnose: {results}/aecodec.json was not measured with {model_name}")
+    rows = []
+    for i, q in enumerate(aec["results"]["param"]):
+        rows.append({"quality": int(q), "bpp": aec["results"]["bpp"][i], "psnr": aec["results"]["psnr-rgb"][i],
+                     "bpp_kM": full["results"]["bpp"][i], "psnr_kM": full["results"]["psnr-rgb"][i]})
+    anchors = {"JPEG 2000": curve("jpeg-2000.json")["results"], AVIF_PSNR: curve("avif-444-tune-psnr.json")["results"]}
+    return {"M": M, "rows": rows}, anchors
+
+
+def measure(model_name: str, images, coded: dict | None = None) -> dict:
+    """Per quality: coded bpp/PSNR at the default k and at k = M (unless `coded` has them), and
+    the transforms' ceiling."""
     from aecodec.train.checkpoint import initial_model
     from aecodec.train.evaluate import autoencoder_psnr, code_image, coding_copy, coding_engine
     from aecodec.codec.weights import Weights
@@ -97,7 +115,9 @@ def measure(model_name: str, images) -> dict:
     rows = []
     for q in range(1, model.config.qualities + 1):
         row = {"quality": q, "k": default_k[q - 1]}
-        for label, k in (("", default_k[q - 1]), ("_kM", M)):
+        if coded is not None:
+            row.update(next(r for r in coded["rows"] if r["quality"] == q))
+        for label, k in (("", default_k[q - 1]), ("_kM", M)) if coded is None else ():
             bpps, ps = [], []
             for _, rgb in images:
                 size, out = code_image(engine, rgb, q, k)
@@ -141,12 +161,19 @@ def main(argv=None) -> int:
     ap.add_argument("--title", help="the report's heading (default: the set's name)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "aecodec" / "diagnose"),
                     help="where the anchors' curves are kept")
+    ap.add_argument("--bench", help="the results folder of `aecodec bench SET --k M` with this model: take the "
+                    "coded curves and the anchors from it and compute only the ceilings")
     ap.add_argument("-o", "--output", help="append the report to this markdown file")
     args = ap.parse_args(argv)
     images = load_set(args.set, args.data)
-    anchors = anchor_curves(images, Path(args.cache))
+    if args.bench:  # coded curves and anchors from `aecodec bench SET --k M` of this model: ceilings only
+        from aecodec.train.checkpoint import initial_model
+
+        coded, anchors = from_bench(Path(args.bench), args.model, initial_model(args.model).config.M)
+    else:
+        coded, anchors = None, anchor_curves(images, Path(args.cache))
     text = report(args.title or f"{Path(args.set).name} ({len(images)} images), {Path(args.model).name}",
-                  measure(args.model, images), anchors)
+                  measure(args.model, images, coded), anchors)
     print(text)
     if args.output:
         with open(args.output, "a") as f:
