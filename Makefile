@@ -35,7 +35,8 @@ bench-kodak: $(VENV)/.installed
 	$(PY) tools/publish.py results/kodak
 
 # the second test set: sharp photos of buildings and streets (never trained on); the anchors and
-# JPEG only (18.5 Mpx: the slow HEIC / JPEG XL / WebP sweeps would triple its ~30 minutes)
+# JPEG only (18.5 Mpx: 1,800 points, over an hour on 2 cores beside training; HEIC / JPEG XL / WebP
+# would add as much again)
 bench-urban: $(VENV)/.installed
 	$(VENV)/bin/aecodec bench $(URBAN) -o results/urban --k 192 -j 2 --codecs aecodec,jpeg,jpeg2000,avif-psnr $(BENCH_ARGS)
 	$(PY) tools/publish.py results/urban
