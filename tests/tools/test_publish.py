@@ -8,7 +8,8 @@ import publish
 from aecodec.errors import AecError
 
 
-@pytest.mark.parametrize("results", sorted(p.name for p in (publish.ROOT / "results").iterdir() if p.is_dir()))
+@pytest.mark.parametrize("results", sorted(p.name for p in (publish.ROOT / "results").iterdir()
+                                            if (p / "aecodec.json").exists()))
 def test_documents_show_the_measured_tables(results):
     measured = publish.tables(publish.ROOT / "results" / results)
     for key, body in measured.items():
