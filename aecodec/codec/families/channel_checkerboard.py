@@ -77,13 +77,12 @@ class ChannelCheckerboardCoder(CheckerboardCoder):
     def __init__(self, tensors, config):
         super().__init__(tensors, config)
         self.bounds = group_bounds(config.M)
-        G = len(self.bounds)
-        self.nets = {}
-        for g, (start, end) in enumerate(self.bounds[1:], 1):
-            for anchor in (True, False):
-                index = (0 if anchor else G - 1) + g - 1
-                self.nets[g, anchor] = GroupContext64(tensors, f"channel_context.nets.{index}",
-                                                      ANCHOR_TAPS if anchor else ALL_TAPS, start, 2 * (end - start))
+        # in layers.ChannelContext's order: every later group's anchor network, then its others'
+        passes = [(g, anchor) for anchor in (True, False) for g in range(1, len(self.bounds))]
+        self.nets = {(g, anchor): GroupContext64(tensors, f"channel_context.nets.{i}",
+                                                 ANCHOR_TAPS if anchor else ALL_TAPS, self.bounds[g][0],
+                                                 2 * (self.bounds[g][1] - self.bounds[g][0]))
+                     for i, (g, anchor) in enumerate(passes)}
 
     def _passes(self, params: np.ndarray, y_hat: np.ndarray, code_pass) -> None:
         """Walk the 2G passes in stream order. For each: its parameters from h_s's output
