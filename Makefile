@@ -51,7 +51,7 @@ bench-train: $(VENV)/.installed
 # Pauses the background training run (if any) while it times, then lets it go on.
 bench-latency: $(VENV)/.installed
 	@pid=$$(cat $(RUN_DIR)/pid 2>/dev/null); [ -n "$$pid" ] && kill -STOP $$pid 2>/dev/null; \
-	AECODEC_KODAK=$(KODAK) $(PY) -m aecodec.bench.latency; rc=$$?; [ -n "$$pid" ] && kill -CONT $$pid 2>/dev/null; exit $$rc
+	AECODEC_KODAK=$(KODAK) $(PY) -m aecodec.bench.latency --sizes $(LATENCY_ARGS); rc=$$?; [ -n "$$pid" ] && kill -CONT $$pid 2>/dev/null; exit $$rc
 
 # Effort levels, size targets, continuous quality (docs/performance.md); EFFORT_ARGS narrows it.
 bench-effort: $(VENV)/.installed

@@ -64,6 +64,25 @@ def test_batch_round_trip_matches_single_files(crops, tmp_path, capsys):
     assert capsys.readouterr().out.count(" -> ") == 2 * len(crops) + len(crops)
 
 
+def test_a_batch_chooses_its_cpu_engine_for_its_whole_size(crops, tmp_path, monkeypatch):
+    """The engine choice (engines.cpu_engine) sees a batch's pixels, a single file its own."""
+    from aecodec.codec import engines
+
+    seen, choose = [], engines.cpu_engine
+    monkeypatch.setattr(engines, "cpu_engine", lambda pixels=None, decoding=False: seen.append((pixels, decoding))
+                        or choose(pixels, decoding))
+    total = sum(Image.open(p).width * Image.open(p).height for p in crops)
+    assert main(["compress", *map(str, crops), str(tmp_path / "missing.png"), "-o", str(tmp_path / "aec")]) == 1
+    assert seen == [(total, False)] * len(crops)
+    seen.clear()
+    assert main(["decompress", str(tmp_path / "aec" / "c0.aec"), "-o", str(tmp_path / "back.png")]) == 0
+    assert seen == [(96 * 64, True)]
+    seen.clear()
+    aecs = [str(tmp_path / "aec" / f"c{i}.aec") for i in range(2)]
+    assert main(["decompress", *aecs, str(tmp_path / "missing.aec"), "-o", str(tmp_path / "png")]) == 1
+    assert seen == [(96 * 64 + 64 * 64, True)] * 2
+
+
 def test_batch_with_a_bad_file_finishes_the_others(crops, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")

@@ -5,7 +5,10 @@ Quality 4 (default k), this machine, on kodim23 (768x512) and a 24 MP photo mosa
   and the decoded PSNR;
 - whole-process time and peak RSS of the `aecodec` command: `--help`, compress, decompress, and
   compress/decompress of a batch of the 24 Kodak files in one call (and, with --separate, one
-  process per file, the way a loop over files ran before batches existed).
+  process per file, the way a loop over files ran before batches existed), on each CPU engine
+  installed (numpy; openvino) and as device "auto" chooses;
+- with --sizes, one-shot compress and decompress of kodim23 resized from 256x256 to 2048x1536 on
+  each engine: where a faster engine's start-up pays off (engines.FAST_CPU_MIN_PIXELS).
 
 Peak RSS is each child process's own maximum resident set (os.wait4), shared libraries included.
 Pause a background training run while this runs (`make bench-latency` does).
@@ -89,6 +92,35 @@ def _has_openvino() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+SIZES = ((256, 256), (512, 384), (768, 512), (1024, 768), (1536, 1024), (2048, 1536))
+
+
+def one_shot_sizes(cmd: list[str], kodim23: Path, tmp: Path, engines_: list[str], repeat: int = 3) -> None:
+    """Whole-process compress / decompress per image size and engine (median of `repeat`)."""
+    from aecodec.codec.engines import cpu_engine
+
+    print(f"one-shot calls by size (median of {repeat}; auto: the engine device \"auto\" picks here)")
+    print(f"{'size':>10} {'Mpx':>5} " + " ".join(f"{e + ' c/d s':>16}" for e in engines_) + "   auto c/d")
+    with Image.open(kodim23) as im:
+        src = im.convert("RGB")
+    for w, h in SIZES:
+        png = tmp / f"s{w}.png"
+        src.resize((w, h), Image.LANCZOS).save(png)
+        ref = tmp / f"s{w}.aec"
+        run_process(cmd + ["compress", str(png), "-o", str(ref), "-f"], {"AECODEC_ENGINE": "numpy"})
+        cells = []
+        for e in engines_:
+            env = {"AECODEC_ENGINE": e}
+            c = statistics.median(run_process(cmd + ["compress", str(png), "-o", str(tmp / "x.aec"), "-f"], env)[0]
+                                  for _ in range(repeat))
+            d = statistics.median(run_process(cmd + ["decompress", str(ref), "-o", str(tmp / "x.png"), "-f"], env)[0]
+                                  for _ in range(repeat))
+            cells.append(f"{c:7.2f} / {d:5.2f}")
+        os.environ.pop("AECODEC_ENGINE", None)
+        auto = f"{cpu_engine(w * h)} / {cpu_engine(w * h, decoding=True)}"
+        print(f"{w:>5}x{h:<4} {w * h / 1e6:5.2f} " + " ".join(f"{c:>16}" for c in cells) + f"   {auto}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aecodec.bench.latency", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="in-process runs on kodim23 (median reported)")
     ap.add_argument("--no-large", action="store_true", help="skip the 24 MP image")
     ap.add_argument("--separate", action="store_true", help="also time one process per file for the batch")
+    ap.add_argument("--sizes", action="store_true", help="also time one-shot calls per image size and engine")
     args = ap.parse_args(argv)
     kodak = Path(kodak_folder(args.kodak))
     kodim23 = kodak / "kodim23.png"
@@ -118,40 +151,40 @@ def main(argv=None) -> int:
             print(f"in-process mosaic 6000x4000: encode {r['encode_s']:.2f} s, decode {r['decode_s']:.2f} s, "
                   f"{r['bpp']:.4f} bpp, PSNR {r['psnr']:.2f} dB")
 
-        print(f"{'whole process':<42} {'s':>7} {'peak MB':>8}")
+        print(f"{'whole process':<50} {'s':>7} {'peak MB':>8}")
 
         def row(label, argv_, env=None):
             try:
                 s, mb, _ = run_process(argv_, env)
             except SystemExit as e:  # e.g. an aecodec without batches
-                print(f"{label:<42} failed: {e}", flush=True)
+                print(f"{label:<50} failed: {e}", flush=True)
                 return
-            print(f"{label:<42} {s:7.2f} {mb or float('nan'):8.0f}", flush=True)
+            print(f"{label:<50} {s:7.2f} {mb or float('nan'):8.0f}", flush=True)
 
         row("aecodec --help", cmd + ["--help"])
-        aec, png = tmp / "k23.aec", tmp / "k23.png"
-        row("compress kodim23", cmd + ["compress", str(kodim23), "-o", str(aec), "-q", str(QUALITY)])
-        row("decompress kodim23", cmd + ["decompress", str(aec), "-o", str(png)])
-        if not args.no_large:
-            row("compress 24 MP", cmd + ["compress", str(big), "-o", str(tmp / "big.aec")])
-            row("decompress 24 MP", cmd + ["decompress", str(tmp / "big.aec"), "-o", str(tmp / "big2.png")])
-        batch = tmp / "batch"
-        batch.mkdir()
-        n = len(files)
-        row(f"compress {n} Kodak files, one call", cmd + ["compress", *map(str, files), "-o", str(batch)])
-        aecs = sorted(batch.glob("*.aec"))
-        out = tmp / "out"
-        out.mkdir()
-        row(f"decompress {n} files, one call", cmd + ["decompress", *map(str, aecs), "-o", str(out)])
-        if _has_openvino():  # the same calls on the openvino engine (AECODEC_ENGINE)
-            ov = {"AECODEC_ENGINE": "openvino"}
-            row("compress kodim23, openvino", cmd + ["compress", str(kodim23), "-o", str(tmp / "o.aec")], ov)
-            row("decompress kodim23, openvino", cmd + ["decompress", str(aec), "-o", str(tmp / "o.png")], ov)
+        engines_ = ["numpy"] + (["openvino"] if _has_openvino() else [])
+        aec, n = tmp / "k23.aec", len(files)
+        for e in engines_ + ["auto"]:
+            env = None if e == "auto" else {"AECODEC_ENGINE": e}
+            if e == "auto":
+                os.environ.pop("AECODEC_ENGINE", None)
+            tag, d = f", {e}", tmp / e
+            d.mkdir()
+            row("compress kodim23" + tag, cmd + ["compress", str(kodim23), "-o", str(d / "k23.aec"), "-q", str(QUALITY)], env)
+            if e == "numpy":
+                shutil.copy(d / "k23.aec", aec)
+            row("decompress kodim23" + tag, cmd + ["decompress", str(aec), "-o", str(d / "k23.png")], env)
+            ref = tmp / "numpy"  # every engine decodes the numpy engine's files
             if not args.no_large:
-                row("compress 24 MP, openvino", cmd + ["compress", str(big), "-o", str(tmp / "bigo.aec")], ov)
-                row("decompress 24 MP, openvino", cmd + ["decompress", str(tmp / "big.aec"), "-o", str(tmp / "bigo.png")], ov)
-            row(f"compress {n} Kodak files, one call, openvino", cmd + ["compress", *map(str, files), "-o", str(tmp / "bo")], ov)
-            row(f"decompress {n} files, one call, openvino", cmd + ["decompress", *map(str, aecs), "-o", str(tmp / "po")], ov)
+                row("compress 24 MP" + tag, cmd + ["compress", str(big), "-o", str(d / "big.aec")], env)
+                row("decompress 24 MP" + tag, cmd + ["decompress", str(ref / "big.aec"), "-o", str(d / "big.png")], env)
+            row(f"compress {n} Kodak files, one call" + tag, cmd + ["compress", *map(str, files), "-o", str(d / "batch")], env)
+            row(f"decompress {n} files, one call" + tag,
+                cmd + ["decompress", *map(str, sorted((ref / "batch").glob("*.aec"))), "-o", str(d / "out")], env)
+        if args.sizes:
+            one_shot_sizes(cmd, kodim23, tmp, engines_)
+        batch, out = tmp / "numpy" / "batch", tmp / "numpy" / "sep"
+        out.mkdir()
         if args.separate:
             shutil.rmtree(batch)
             batch.mkdir()
@@ -159,11 +192,11 @@ def main(argv=None) -> int:
             peak = 0.0
             for f in files:
                 peak = max(peak, run_process(cmd + ["compress", str(f), "-o", str(batch / (f.stem + ".aec"))])[1] or 0)
-            print(f"{f'compress {n} files, one process each':<42} {time.perf_counter() - t:7.2f} {peak:8.0f}")
+            print(f"{f'compress {n} files, one process each':<50} {time.perf_counter() - t:7.2f} {peak:8.0f}")
             t = time.perf_counter()
             for f in sorted(batch.glob("*.aec")):
                 peak = max(peak, run_process(cmd + ["decompress", str(f), "-o", str(out / (f.stem + "x.png"))])[1] or 0)
-            print(f"{f'decompress {n} files, one process each':<42} {time.perf_counter() - t:7.2f} {peak:8.0f}")
+            print(f"{f'decompress {n} files, one process each':<50} {time.perf_counter() - t:7.2f} {peak:8.0f}")
     if _has_openvino():
         r = in_process(kodim23, args.repeat, "openvino")
         print(f"the openvino engine ({r['precision']}), kodim23: encode {r['encode_s']:.3f} s, decode {r['decode_s']:.3f} s, "

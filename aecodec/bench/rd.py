@@ -153,9 +153,7 @@ def run(directory, outdir, codecs: list[Codec], jobs: int = 1, crop: int | None 
         for t in classic:
             done(measure(*t[:3]), t[3])
     if ours:  # in-process (the codec already uses every core); warm up caches before timing
-        from ..api import compress, decompress
-
-        decompress(compress(np.zeros((16, 16, 3), np.uint8)), device=ours[0][0].device)
+        ours[0][0].decode(ours[0][0].encode(np.zeros((16, 16, 3), np.uint8)))
     for t in ours:
         done(measure(*t[:3]), t[3])
     bar.close()

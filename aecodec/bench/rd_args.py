@@ -24,7 +24,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     "gradient descent, like `aecodec compress --effort N`; ~13 s per Kodak image at effort 1 "
                     "on 2 CPU cores), e.g. 1")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                    help="where aecodec's transforms run (default auto: cuda if available)")
+                    help="where aecodec's transforms run (default auto: cuda if available, else the CPU's "
+                    "float32 engine, the reference the curves are measured with)")
     ap.add_argument("-j", "--jobs", type=int, default=max(1, (os.cpu_count() or 1)),
                     help="parallel workers for the classic codecs (default: all cores)")
     ap.add_argument("--reference", help="folder of published CompressAI-format JSONs to overlay")

@@ -130,15 +130,16 @@ class _Encoder:
 
 
 def encode(rgb: np.ndarray, mode: str, quality: int | float, k: int | None = None,
-           device=None, effort: int = 0, progress=None, model=None, engine=None) -> bytes:
+           device=None, effort: int = 0, progress=None, model=None, engine=None, job_pixels: int = 0) -> bytes:
     """Encode an 8-bit (H, W, 3) array. mode is the colour mode recorded for the decoder.
     quality: 1..8; values between the levels (in steps of 1/256) interpolate the gains.
     effort: 0 (one pass) .. MAX_EFFORT: refine the latents for this image (codec/refine.py);
     progress(step, steps) is called as the refinement goes. model: a shipped model's name
     (default: the default model) or weights.Weights; engine: one to use instead of the device's
-    (benchmarks and tests compare the engines)."""
+    (benchmarks and tests compare the engines); job_pixels: the pixels of the whole job this image
+    is part of (a batch), for the choice of the CPU engine."""
     quality, effort = _check_quality(quality), _check_effort(effort)
-    engine = engine or engines.for_device(device, effort, model)
+    engine = engine or engines.for_device(device, effort, model, max(rgb.shape[0] * rgb.shape[1], job_pixels))
     with engine.session():
         return _Encoder(rgb, mode, engine).code(quality, k, effort, _on_check(progress))
 
@@ -156,7 +157,8 @@ def _on_check(progress):
 
 def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None,
                      min_psnr: float | None = None, k: int | None = None,
-                     device=None, effort: int = 0, progress=None, model=None) -> tuple[bytes, int | float]:
+                     device=None, effort: int = 0, progress=None, model=None,
+                     job_pixels: int = 0) -> tuple[bytes, int | float]:
     """-> (file, quality): the highest quality whose file fits in max_bytes (never over), or the
     lowest quality whose decoded PSNR reaches min_psnr. Bisection over the 1/256 quality grid
     (~11 codings; the analysis transform runs once).
@@ -168,7 +170,7 @@ def encode_to_target(rgb: np.ndarray, mode: str, *, max_bytes: int | None = None
     if (max_bytes is None) == (min_psnr is None):
         raise AecError("give exactly one target: a size or a PSNR")
     effort, on_check = _check_effort(effort), _on_check(progress)
-    engine = engines.for_device(device, effort, model)
+    engine = engines.for_device(device, effort, model, max(rgb.shape[0] * rgb.shape[1], job_pixels))
     with engine.session():
         enc = _Encoder(rgb, mode, engine)
         data, q = _search(enc, k, max_bytes, min_psnr)
@@ -237,12 +239,13 @@ def _search(enc: _Encoder, k: int | None, max_bytes: int | None, min_psnr: float
     return best, q_best
 
 
-def engine_to_decode(header: bitstream.Header, device=None, engine=None):
+def engine_to_decode(header: bitstream.Header, device=None, engine=None, job_pixels: int = 0):
     """The engine for decoding this file on `device`, with the model that wrote it (or `engine`,
-    which must hold that model)."""
+    which must hold that model); job_pixels: those of the whole job the file is part of (a batch)."""
     if engine is None:
         check_known(header.model)
-        engine = engines.for_device(device, model=header.model)
+        engine = engines.for_device(device, model=header.model, pixels=max(header.width * header.height, job_pixels),
+                                    decoding=True)
     elif engine.name != header.model:
         raise AecError(f"file was made by model {header.model!r}, not {engine.name!r}")
     if engine.digest[:DIGEST_BYTES] != header.digest:
@@ -252,11 +255,12 @@ def engine_to_decode(header: bitstream.Header, device=None, engine=None):
     return engine
 
 
-def decode(data: bytes, device=None, engine=None) -> tuple[np.ndarray, bitstream.Header]:
+def decode(data: bytes, device=None, engine=None, job_pixels: int = 0) -> tuple[np.ndarray, bitstream.Header]:
     """Decode an .aec file to an 8-bit array: (H, W, 3) for RGB, (H, W) for L.
-    engine: one to use instead of the device's (it must hold the file's model)."""
+    engine: one to use instead of the device's (it must hold the file's model); job_pixels: those
+    of the whole job the file is part of (a batch), for the choice of the CPU engine."""
     header, z_bytes, y_bytes = bitstream.parse(data)
-    engine = engine_to_decode(header, device, engine)
+    engine = engine_to_decode(header, device, engine, job_pixels)
     hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
     with engine.session():
         try:

@@ -1,7 +1,7 @@
 """The openvino engine (codec/engines/openvino_engine.py): the sub-pixel rewrite is the transposed
 convolution, its files decode to the same latents as every engine's, its float32 pixels agree with
 the numpy engine's and its bf16 pixels stay within the stated tolerance; without openvino it is a
-clear error, and the numpy engine stays the default."""
+clear error; device "auto" chooses it per machine and job, and falls back to numpy."""
 import sys
 
 import numpy as np
@@ -29,14 +29,52 @@ def test_the_subpixel_rewrite_is_the_transposed_convolution(c_in, c_out, size):
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-10)
 
 
-def test_without_openvino_it_is_a_clear_error_and_numpy_stays_the_default(monkeypatch):
-    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+def test_without_openvino_it_is_a_clear_error_and_auto_falls_back_to_numpy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed (or broken)
     weights = engines.Weights.from_bytes(_shipped_bytes())  # not the cached shipped weights' engines
     with pytest.raises(AecError, match="the openvino engine needs openvino, which is not installed"):
         engines.create("openvino", weights)
-    assert engines.for_device("auto").kind == "numpy"
+    monkeypatch.setattr(engines, "cpu_engine", lambda *a: "openvino")  # a machine that would choose it
+    assert engines.for_device("auto", model=weights).kind == "numpy"
     monkeypatch.setenv(engines.ENGINE_ENV, "openvino")
     assert engines.for_device("cpu").kind == "numpy"  # an explicit cpu is the portable float32 engine
+
+
+@pytest.mark.parametrize("bf16,installed,forced,pixels,decoding,want", [
+    (True, True, None, None, False, "openvino"),            # a long job on a bf16 machine
+    (True, True, None, 1024 * 768, True, "openvino"),       # decoding a 0.8 Mpx file repays its start-up
+    (True, True, None, 768 * 512, True, "numpy"),           # a Kodak-sized one does not
+    (True, True, None, 1536 * 1024, False, "numpy"),        # nor encoding 1.6 Mpx
+    (True, True, None, 24 * 768 * 512, False, "openvino"),  # a batch of 24 Kodak images does
+    (False, True, None, None, False, "numpy"),              # no native bf16: OpenVINO's f32 gains little
+    (True, False, None, None, False, "numpy"),              # not installed
+    (False, False, "openvino", 16, True, "openvino"),       # $AECODEC_ENGINE decides alone
+    (True, True, "numpy", None, False, "numpy"),
+])
+def test_the_cpu_engine_is_chosen_per_machine_and_job(monkeypatch, bf16, installed, forced, pixels, decoding, want):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(engines, "native_bf16", lambda: bf16)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (real_find_spec(name, *a) if installed else None) if name == "openvino"
+                        else real_find_spec(name, *a))
+    if forced:
+        monkeypatch.setenv(engines.ENGINE_ENV, forced)
+    else:
+        monkeypatch.delenv(engines.ENGINE_ENV, raising=False)
+    if installed and want == "openvino" and real_find_spec("openvino") is None:
+        pytest.skip("openvino is not installed here")
+    assert engines.cpu_engine(pixels, decoding) == want
+
+
+def test_cpu_flags_are_read_without_importing_anything():
+    from aecodec.codec.engines.devices import cpu_flags
+
+    flags = cpu_flags()
+    assert isinstance(flags, frozenset)
+    if sys.platform.startswith("linux"):
+        assert flags and ("sse2" in flags or "fp" in flags or "asimd" in flags)  # x86-64 or ARM
 
 
 def _shipped_bytes() -> bytes:

@@ -1,8 +1,9 @@
 """Engines: what runs the transforms of a model (weights.Weights) on some hardware, behind one
 interface (base.Engine). The coder (coder.py) drives any of them the same way.
 
-    numpy     the CPU, no torch import (a CLI call starts in a fraction of a second); the default there
-    openvino  the CPU's bf16 units through OpenVINO (optional: pip install openvino; AECODEC_ENGINE=openvino)
+    numpy     the CPU, float32, no torch import (a CLI call starts in a fraction of a second)
+    openvino  the CPU's bf16 units through OpenVINO (optional: pip install openvino); chosen for
+              device "auto" on CPUs with native bf16 when a job is large enough (`cpu_engine`)
     torch     a CUDA GPU, or the CPU while the encoder refines latents by gradient descent (effort > 0)
 
 An engine named X lives in `X_engine.py` here and sets `ENGINE` to its class: adding a backend is
@@ -12,6 +13,7 @@ kind, device and options, and cached: this is the one owner of models on devices
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 import threading
@@ -20,9 +22,14 @@ import weakref
 from ...errors import AecError
 from ..weights import Weights
 from ..zoo import DEFAULT_MODEL
-from .devices import device_name, resolve_device  # noqa: F401 (re-exported)
+from .devices import device_name, native_bf16, resolve_device  # noqa: F401 (re-exported)
 
-ENGINE_ENV = "AECODEC_ENGINE"  # the CPU engine for device "auto" (default numpy)
+ENGINE_ENV = "AECODEC_ENGINE"  # forces the CPU engine for device "auto" (numpy, openvino)
+# Below these pixel counts a job runs faster on the numpy engine than OpenVINO's start-up (import
+# and graph compilation, ~0.15-0.3 s once per process) repays; the break-even of one-shot CLI calls
+# on a 2-core Zen 4 (docs/performance.md, "Which engine codes a CPU job"): decoding ~0.6 Mpx,
+# encoding ~1.8 Mpx (bf16 gains less in g_a, whose first and last layers stay float32).
+FAST_CPU_MIN_PIXELS = {"encode": 2_000_000, "decode": 600_000}
 _engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # weights -> {(kind, device, options): engine}
 _lock = threading.Lock()
 
@@ -53,13 +60,35 @@ def create(kind: str = "numpy", model: str | Weights | None = None, device=None,
     return engine
 
 
-def for_device(device=None, effort: int = 0, model: str | Weights | None = None):
-    """The engine to code with on `device`: on the CPU numpy (or, for device "auto", the engine
-    $AECODEC_ENGINE names, e.g. openvino; an explicit "cpu" is always the portable float32 numpy
-    engine), torch on a GPU or for effort > 0 (its gradient descent needs autograd); on the CPU the
-    torch engine then shows pixels as the numpy engine decodes them, so that refinement judges what
-    users will see."""
+def cpu_engine(pixels: int | None = None, decoding: bool = False) -> str:
+    """The engine a CPU job runs on for device "auto": the one $AECODEC_ENGINE names; else openvino
+    (bf16) where it is installed and the CPU multiplies bf16 natively, for a job of at least
+    FAST_CPU_MIN_PIXELS (pixels: the job's, one image or a whole batch; None: a caller that codes
+    much, e.g. a benchmark); else numpy. Each engine gives the same pixels every time; across
+    engines they differ within the tolerance docs/performance.md states."""
+    forced = os.environ.get(ENGINE_ENV)
+    if forced:
+        return forced
+    if pixels is not None and pixels < FAST_CPU_MIN_PIXELS["decode" if decoding else "encode"]:
+        return "numpy"
+    return "openvino" if native_bf16() and importlib.util.find_spec("openvino") is not None else "numpy"
+
+
+def for_device(device=None, effort: int = 0, model: str | Weights | None = None, pixels: int | None = None,
+               decoding: bool = False):
+    """The engine to code with on `device`: on the CPU `cpu_engine`'s choice for device "auto"
+    (an explicit "cpu" is always the portable float32 numpy engine), torch on a GPU or for effort
+    > 0 (its gradient descent needs autograd); on the CPU the torch engine then shows pixels as the
+    numpy engine decodes them, so that refinement judges what users will see."""
     dev = device_name(device)
     if dev == "cpu" and not effort:
-        return create(os.environ.get(ENGINE_ENV) or "numpy" if device in (None, "auto") else "numpy", model)
+        if device not in (None, "auto"):
+            return create("numpy", model)
+        kind = cpu_engine(pixels, decoding)
+        if kind == "openvino" and not os.environ.get(ENGINE_ENV):
+            try:
+                return create(kind, model)
+            except (AecError, ImportError, OSError, RuntimeError):  # a broken optional install: numpy still codes
+                return create("numpy", model)
+        return create(kind, model)
     return create("torch", model, device=dev, **({"viewer": create("numpy", model)} if dev == "cpu" else {}))

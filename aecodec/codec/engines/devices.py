@@ -1,6 +1,7 @@
 """Where the transforms run: "auto", "cpu", "cuda", "cuda:N"."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -37,3 +38,22 @@ def device_name(device) -> str:
         return "cpu"
     dev = resolve_device(device)
     return "cpu" if dev.type == "cpu" else str(dev)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset:
+    """The CPU's instruction-set flags as Linux lists them (/proc/cpuinfo); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively: AMX (Xeon Sapphire Rapids on) or AVX512_BF16
+    (Zen 4, Cooper Lake). Elsewhere bf16 is emulated and no faster than float32."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())

@@ -48,13 +48,20 @@ class Context64:
     def correct(self, params: np.ndarray, y_hat: np.ndarray, is_anchor: np.ndarray) -> np.ndarray:
         """params (2M, h, w) from h_s, y_hat (M, h, w) whose anchors are decoded -> the non-anchors'
         parameters (2M, P), P in row-major order of the non-anchor positions."""
-        ya = np.pad(np.where(is_anchor, y_hat, 0).astype(np.float64), ((0, 0), (2, 2), (2, 2)))
+        M, h, w = y_hat.shape
+        width = w + 4
+        ya = np.zeros((M, h + 4, width))
+        ya[:, 2:-2, 2:-2] = np.where(is_anchor, y_hat, 0)
+        flat = ya.reshape(M, -1)
+        offsets = np.array([dy * width + dx for dy, dx in TAPS])
         iy, ix = np.nonzero(~is_anchor)
         base = params[:, iy, ix]
         out = np.empty_like(base)
         for a in range(0, iy.size, self.CHUNK):
-            py, px = iy[a:a + self.CHUNK] + 2, ix[a:a + self.CHUNK] + 2
-            cols = np.concatenate([ya[:, py + dy, px + dx] for dy, dx in TAPS], axis=0)
+            at = (iy[a:a + self.CHUNK] + 2) * width + ix[a:a + self.CHUNK] + 2
+            # one gather of every tap of the block, (M, taps, P) -> the (taps * M, P) the weights read
+            cols = np.take(flat, (offsets[:, None] + at).ravel(), axis=1).reshape(M, len(TAPS), -1)
+            cols = cols.transpose(1, 0, 2).reshape(len(TAPS) * M, -1)
             x = np.concatenate([base[:, a:a + self.CHUNK], self.ctx_w @ cols + self.ctx_b], axis=0)
             for i, (wm, b) in enumerate(self.ep):
                 x = wm @ x + b
