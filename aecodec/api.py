@@ -1,7 +1,11 @@
 """Python API: `compress(image) -> bytes`, `decompress(data) -> PIL.Image.Image`.
 
 Models load once and are cached. The API may be used from several threads: on the CPU (numpy
-engine) calls run side by side; the torch engine (GPU, effort) serializes them per model.
+and openvino engines) calls run side by side; the torch engine (GPU, effort) serializes them per
+model. device "auto" on the CPU picks the engine per image (engines.cpu_engine): bf16 through
+OpenVINO for large images where it is installed and the CPU has bf16 instructions, numpy's float32
+otherwise; "cpu" is always the float32 engine, and $AECODEC_ENGINE forces one (e.g. openvino in a
+long-lived process that codes many small images).
 """
 from __future__ import annotations
 

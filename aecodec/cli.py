@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--k", type=_positive_int, default=None,
                    help="channels kept per latent position (1..192; default: the model's default for the quality)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where the transforms run (default auto: cuda if available)")
+                   help="where the transforms run: auto (default) takes cuda if available, else the CPU engine "
+                   "fastest for the job (bf16 through OpenVINO for large jobs where installed and the CPU has "
+                   "bf16 instructions); cpu: always the float32 engine")
     c.add_argument("--drop-alpha", action="store_true",
                    help="allow images with transparency: the alpha channel is discarded")
     c.add_argument("--reduce-depth", action="store_true",
@@ -133,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "several inputs; default: INPUT's stem + .decoded.png beside it (never the image it was made "
                    "from); - for PNG on stdout")
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where the synthesis transform runs (default auto)")
+                   help="where the synthesis transform runs: auto (default) takes cuda if available, else the "
+                   "CPU engine fastest for the job; cpu: always the float32 engine (pixels that never "
+                   "depend on the job)")
     d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     d.add_argument("--quiet", action="store_true", help="print nothing on success")
 
