@@ -1,4 +1,6 @@
 """Start-up, batches and determinism of the command line (issue: fast and friendly on a laptop)."""
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -9,12 +11,13 @@ from PIL import Image
 from aecodec.cli import main
 
 
-def _torch_free(args, cwd) -> tuple[bool, int]:
+def _torch_free(args, cwd, env=None) -> tuple[bool, int]:
     """Run the CLI in a fresh interpreter: (was torch imported?, exit code)."""
     code = ("import sys\nfrom aecodec.cli import main\n"
             "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
             "print('torch' in sys.modules, rc)")
-    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                         env=None if env is None else {**os.environ, **env})
     imported, rc = out.stdout.split()[-2:]  # the last line; help and info print before it
     return imported == "True", int(rc)
 
@@ -42,6 +45,9 @@ def test_help_info_refusals_and_cpu_coding_do_not_import_torch(crops, tmp_path):
                      (["decompress", "--device", "cpu", "t.aec", "-o", "t.png"], 0)]:
         assert _torch_free(args, tmp_path) == (False, rc), args
     assert (tmp_path / "t.png").exists() and (tmp_path / "t.aec").stat().st_size <= 900
+    if importlib.util.find_spec("openvino"):  # the bf16 engine that "auto" takes for large jobs is torch-free too
+        for args in (["compress", crops[2], "-o", "o.aec"], ["decompress", "o.aec", "-o", "o.png"]):
+            assert _torch_free(args, tmp_path, {"AECODEC_ENGINE": "openvino"}) == (False, 0), args
 
 
 def test_bench_help_lists_its_options(capsys):
