@@ -183,9 +183,9 @@ def main(argv=None) -> int:
                 cmd + ["decompress", *map(str, sorted((ref / "batch").glob("*.aec"))), "-o", str(d / "out")], env)
         if args.sizes:
             one_shot_sizes(cmd, kodim23, tmp, engines_)
-        batch, out = tmp / "numpy" / "batch", tmp / "numpy" / "sep"
-        out.mkdir()
         if args.separate:
+            batch, out = tmp / "numpy" / "batch", tmp / "numpy" / "sep"
+            out.mkdir()
             shutil.rmtree(batch)
             batch.mkdir()
             t = time.perf_counter()

@@ -85,10 +85,10 @@ def for_device(device=None, effort: int = 0, model: str | Weights | None = None,
         if device not in (None, "auto"):
             return create("numpy", model)
         kind = cpu_engine(pixels, decoding)
-        if kind == "openvino" and not os.environ.get(ENGINE_ENV):
-            try:
-                return create(kind, model)
-            except (AecError, ImportError, OSError, RuntimeError):  # a broken optional install: numpy still codes
-                return create("numpy", model)
-        return create(kind, model)
+        if kind == "numpy" or os.environ.get(ENGINE_ENV):  # a forced engine's errors are the user's to see
+            return create(kind, model)
+        try:
+            return create(kind, model)
+        except (AecError, ImportError, OSError, RuntimeError):  # a broken optional install: numpy still codes
+            return create("numpy", model)
     return create("torch", model, device=dev, **({"viewer": create("numpy", model)} if dev == "cpu" else {}))
