@@ -77,6 +77,20 @@ def test_cpu_flags_are_read_without_importing_anything():
         assert flags and ("sse2" in flags or "fp" in flags or "asimd" in flags)  # x86-64 or ARM
 
 
+@pytest.mark.parametrize("flags,want", [
+    ({"avx512f", "avx512_bf16"}, "bf16"),   # Zen 4, Cooper Lake
+    ({"avx512f", "amx_bf16"}, "bf16"),      # Sapphire Rapids on
+    ({"avx512f", "avx512_vnni"}, "f32"),    # Skylake-X to Ice Lake: OpenVINO would emulate bf16, 5x slower
+    ({"avx2", "fma"}, "f32"),
+])
+def test_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch, flags, want):
+    pytest.importorskip("openvino")
+    from aecodec.codec.engines import devices, openvino_engine
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(flags))
+    assert ("bf16" if openvino_engine.bf16_capable() else "f32") == want
+
+
 def _shipped_bytes() -> bytes:
     from aecodec.codec.zoo import DEFAULT_MODEL, shipped_model_bytes
 
