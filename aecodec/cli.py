@@ -220,15 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="training run -> shipped safetensors weights",
                        description="Export a run's EMA weights (or a weights file) to the format the "
-                       "package ships, choosing the default k per quality on validation images.")
+                       "package ships: its entropy networks as integer networks calibrated on validation images "
+                       "(exact on every device), and the default k per quality chosen on them.")
     e.add_argument("source", help="run name, run directory, run state file or weights file")
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--name", help="model name recorded in the weights and in every .aec file "
                    "(default: from the architecture, e.g. aec-msh-128-192 for a mean-scale N=128 M=192 model)")
     e.add_argument("--default-k", help="default k per quality, comma-separated (one value for all), "
                    "or 'auto' (default): chosen on validation images")
-    e.add_argument("--data", help="training folder whose validation images choose k (default: the run's)")
-    e.add_argument("--k-images", type=_positive_int, default=12, help="validation images used to choose k")
+    e.add_argument("--data", help="training folder whose validation images calibrate the integer entropy networks "
+                   "and choose k (default: the run's)")
+    e.add_argument("--k-images", type=_positive_int, default=12,
+                   help="validation images used to calibrate and to choose k")
     e.add_argument("--register", action="store_true",
                    help="also record name, file and SHA-256 in manifest.json beside the output")
     e.add_argument("-f", "--force", action="store_true")

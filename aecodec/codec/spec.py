@@ -17,7 +17,7 @@ its layer lists in its config (ModelConfig.layers), so the weights always say ho
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import QUALITIES, Y_STRIDE
 
@@ -130,18 +130,37 @@ def check(layers: dict[str, tuple[Layer, ...]], N: int, M: int, hyper_out: int) 
 @dataclass(frozen=True)
 class ModelConfig:
     """A model's architecture: channel counts, quality levels, the entropy model's family
-    (families/) and, when they are not the default layout, the transforms' layers."""
+    (families/), when they are not the default layout the transforms' layers, and when its entropy
+    networks are integer networks (integer_net.py) their activation exponents."""
     N: int = 128
     M: int = 192
     qualities: int = QUALITIES
     family: str = "hyperprior"
     custom_layers: tuple[tuple[str, tuple[Layer, ...]], ...] | None = None  # (transform, layers) pairs
+    integer: tuple[tuple[str, tuple[int, ...]], ...] | None = None  # (network, input exponents) pairs
 
     def __post_init__(self):
         from . import families
 
         fam = families.get(self.family)  # ValueError for an unknown family
         check(self.layers(), self.N, self.M, fam.hyper_outputs(self.M))
+        if self.integer is not None:
+            want = {"h_s"} | ({"context"} if fam.uses_context else set())
+            if not fam.integer_networks or set(dict(self.integer)) != want:
+                raise ValueError(f"integer entropy networks of the {self.family} family are {sorted(want)}"
+                                 if fam.integer_networks else f"the {self.family} family has no integer networks")
+            for name, exps in self.integer:
+                if not all(isinstance(f, int) and not isinstance(f, bool) and -64 <= f <= 64 for f in exps):
+                    raise ValueError(f"integer exponents of {name} must be integers in -64..64")
+
+    def integer_exponents(self, network: str) -> tuple[int, ...] | None:
+        """A network's activation exponents when it is an integer network, else None (float64)."""
+        return dict(self.integer).get(network) if self.integer else None
+
+    def with_integer(self, exponents: dict[str, list[int]] | None) -> "ModelConfig":
+        """This config with integer entropy networks of these exponents (None: float64 networks)."""
+        integer = tuple(sorted((k, tuple(int(f) for f in v)) for k, v in exponents.items())) if exponents else None
+        return replace(self, integer=integer)
 
     @property
     def family_impl(self):
@@ -160,7 +179,7 @@ class ModelConfig:
         """This config with some transforms' layers replaced (lists of Layer or of their text)."""
         own = dict(self.custom_layers or ())
         own.update({k: tuple(Layer.parse(l) if isinstance(l, str) else l for l in v) for k, v in layers.items()})
-        return ModelConfig(self.N, self.M, self.qualities, self.family, tuple(sorted(own.items())))
+        return replace(self, custom_layers=tuple(sorted(own.items())))
 
     def to_dict(self) -> dict:
         d = {"N": self.N, "M": self.M, "qualities": self.qualities}
@@ -172,6 +191,8 @@ class ModelConfig:
             own = {k: v for k, v in self.custom_layers if v != default[k]}
             if own:
                 d["layers"] = to_text(own)
+        if self.integer:
+            d["integer"] = {k: list(v) for k, v in self.integer}
         return d
 
     @classmethod
@@ -180,5 +201,9 @@ class ModelConfig:
 
         family = d.get("family") or families.from_flags(bool(d.get("means", False)), bool(d.get("context", False)))
         layers = from_text(d["layers"]) if "layers" in d else None
+        integer = d.get("integer")
+        if integer is not None and not (isinstance(integer, dict) and all(isinstance(v, list) for v in integer.values())):
+            raise ValueError("integer must map each entropy network to a list of exponents")
         return cls(N=int(d["N"]), M=int(d["M"]), qualities=int(d.get("qualities", QUALITIES)), family=str(family),
-                   custom_layers=tuple(sorted(layers.items())) if layers else None)
+                   custom_layers=tuple(sorted(layers.items())) if layers else None,
+                   integer=tuple(sorted((str(k), tuple(v)) for k, v in integer.items())) if integer else None)

@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import choose_default_k, write_weights
+    from .export import choose_default_k, integer_exponents, write_weights
     from .loop import run_dir
 
     src = Path(args.source)
@@ -92,12 +92,13 @@ def cmd_export(args) -> int:
         meta = read_meta(src)
         extra = {"train_steps": meta["step"], "train_megapixels": round(meta["counters"]["megapixels"]),
                  "train_history": json.dumps(training_totals(meta["step"], meta["counters"]))}
-        data_dir = meta["config"]["data"]
+        run_data = meta["config"]["data"]
     except AecError:
-        data_dir = None
+        run_data = None
     coder = coding_copy(model)
+    images = validation_set(args.data or run_data or data_dir(None, "calibrating and choosing k"))[: args.k_images]
+    coder.config = coder.config.with_integer(integer_exponents(coder, images))
     if args.default_k in (None, "auto"):
-        images = validation_set(args.data or data_dir or data_dir(None, "choosing k"))[: args.k_images]
         default_k = choose_default_k(coder, images)
     else:
         default_k = [int(v) for v in args.default_k.split(",")]

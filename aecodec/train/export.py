@@ -42,6 +42,39 @@ def choose_default_k(model: AecModel, images) -> list[int]:
     return out
 
 
+def integer_exponents(model: AecModel, images) -> dict[str, list[int]] | None:
+    """Calibration of the integer entropy networks (codec/integer_net.py): the activation
+    exponents that fit the largest activations of h_s and the context on these images (validation,
+    never a test set) at every quality with k = M, through the float networks. None for a family
+    without integer networks. model: a coding copy (evaluate.coding_copy)."""
+    from ..codec.families.checkerboard import IntegerContext, anchors
+    from ..codec.integer_net import IntegerProgram
+
+    config = model.config
+    family = config.family_impl
+    if not family.integer_networks:
+        return None
+    engine = coding_engine(model)
+    tensors, coder = engine.weights.tensors, engine.coder
+    h_s = IntegerProgram(config.layers()["h_s"], tensors, "h_s")
+    context = IntegerContext(tensors, config.M) if family.uses_context else None
+    peaks = [0.0] * len(h_s.steps)
+    for _, rgb in images:
+        state = engine.analyze(rgb)
+        for q in range(1, config.qualities + 1):
+            y_hat, z = (engine.to_chw(a) for a in engine.quantize(state, q, config.M))
+            z_hat = coder.z_hat(np.round(z - coder.medians[:, None, None]).astype(np.int32))
+            seen = []
+            params = h_s(z_hat.transpose(1, 2, 0), seen).transpose(2, 0, 1)
+            peaks = [max(a, b) for a, b in zip(peaks, seen)]
+            if context is not None:
+                context.correct(params, y_hat, anchors(*y_hat.shape[1:]))
+    out = {"h_s": h_s.exponents(peaks)}
+    if context is not None:
+        out["context"] = context.exponents()
+    return out
+
+
 def write_weights(model: AecModel, output: Path, name: str, default_k: list[int], extra: dict,
                   force: bool, register: bool) -> str:
     data = export_bytes(model, name, default_k, extra=extra)

@@ -129,6 +129,7 @@ def test_cli_train_evaluate_export(photo_dir, tiny_weights, tmp_path, capsys):
     assert cli_main(["export", str(rdir), "-o", str(w), "--name", "tiny-run", "--register", "--k-images", "2"]) == 0
     loaded = Weights.from_file(w)
     assert loaded.name == "tiny-run" and loaded.default_k == [24] * 8
+    assert len(loaded.config.integer_exponents("h_s")) == 3  # calibrated as integer networks
     manifest = json.loads((w.parent / "manifest.json").read_text())
     assert manifest["models"]["tiny-run"]["file"] == w.name
     assert cli_main(["export", str(rdir), "-o", str(w)]) == 1  # exists: refused without -f

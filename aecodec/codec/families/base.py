@@ -1,15 +1,17 @@
-"""What every family shares: the hyperprior's z stream, h_s in float64, the Gaussian y stream in
+"""What every family shares: the hyperprior's z stream, h_s, the Gaussian y stream in
 one pass, and the training side's Gaussian likelihood (the rate).
 
 The coder side is the one part of the codec that must agree bit for bit between the encoder and
 every decoder, on any device and with any engine:
 
     z (hyper-latents) --EntropyBottleneck tables--> z bytes
-    z_hat -> h_s (float64) -> scales -> table indexes (and integer means)
+    z_hat -> h_s (integer or float64) -> scales -> table indexes (and integer means)
     y_hat - means --GaussianConditional tables--> y bytes
 
-h_s runs in float64 on the CPU whatever device runs the transforms: float32 convolutions differ
-across devices and would desynchronise the decoder at rare table boundaries. The tables are
+h_s runs on the CPU whatever device runs the transforms, as an integer network where the model's
+config has its exponents (integer_net.py: exact in any summation order, so on every machine), else
+in float64 (the first models): float32 convolutions differ across devices and would desynchronise
+the decoder at table boundaries, and even float64's last bits vary with the BLAS's kernel. The tables are
 CompressAI's (EntropyBottleneck, GaussianConditional), coded with its rANS coder. Arrays are
 (C, h, w), the order of the symbols in the streams.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import SYMBOL_LIMIT
+from ..integer_net import IntegerProgram
 from ..numpy_net import Program
 from ..rans import RansDecoder, RansEncoder
 
@@ -29,7 +32,9 @@ class EntropyCoder:
     def __init__(self, tensors: dict[str, np.ndarray], config):
         self.N, self.M = config.N, config.M
         self.means = not config.family_impl.scales_only
-        self.h_s = Program(config.layers()["h_s"], tensors, "h_s", np.float64)
+        exps = config.integer_exponents("h_s")
+        self.h_s = (Program(config.layers()["h_s"], tensors, "h_s", np.float64) if exps is None
+                    else IntegerProgram(config.layers()["h_s"], tensors, "h_s", exps))
         self.medians = tensors["entropy_bottleneck.quantiles"][:, 0, 1].astype(np.float32)
         self.z_tables = tables(tensors, "entropy_bottleneck")
         self.y_tables = tables(tensors, "gaussian_conditional")
@@ -121,6 +126,7 @@ class Family:
     scales_only = True         # h_s gives one parameter per channel (a scale, after a ReLU), else two
     modules: tuple[str, ...] = ()  # the model's modules this family adds (their state-dict prefixes)
     uses_context = False       # whether y's parameters depend on already decoded latents
+    integer_networks = True    # whether its entropy networks can be integer networks (integer_net.py)
     coder: type[EntropyCoder] = EntropyCoder
 
     def hyper_outputs(self, M: int) -> int:

@@ -144,6 +144,7 @@ class ChannelCheckerboard(Checkerboard):
     parent = "checkerboard"
     modules = ("context", "channel_context")
     coder = ChannelCheckerboardCoder
+    integer_networks = False  # its channel groups' networks stay float64 (not shipped)
 
     def build(self, model) -> None:
         from ..layers import ChannelContext

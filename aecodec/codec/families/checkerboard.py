@@ -8,13 +8,14 @@ passes, each parallel over the whole image.
 
 The training side is layers.CheckerboardContext (the correction's last layer starts at zero, so a
 model gains a context with its coding unchanged and learns to use it); the coder side computes the
-same network in float64 at the non-anchor positions only (`Context64`).
+same network at the non-anchor positions only, as an integer network (`IntegerContext`, exact in
+any order) where the model's config has its exponents, else in float64 (`Context64`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import numpy_ops as ops
+from .. import integer_net, numpy_ops as ops
 from ..rans import RansDecoder
 from .registry import register
 from .base import EntropyCoder, check_range, encode_symbols, guard, y_symbols
@@ -62,19 +63,87 @@ class Context64:
             # one gather of every tap of the block, (M, taps, P) -> the (taps * M, P) the weights read
             cols = np.take(flat, (offsets[:, None] + at).ravel(), axis=1).reshape(M, len(TAPS), -1)
             cols = cols.transpose(1, 0, 2).reshape(len(TAPS) * M, -1)
-            x = np.concatenate([base[:, a:a + self.CHUNK], self.ctx_w @ cols + self.ctx_b], axis=0)
+            out[:, a:a + self.CHUNK] = self.corrected(base[:, a:a + self.CHUNK], cols)
+        return out
+
+    def corrected(self, base: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """h_s's parameters (2M, n) and the anchor taps (taps * M, n) of n positions -> their
+        corrected parameters."""
+        x = np.concatenate([base, self.ctx_w @ cols + self.ctx_b], axis=0)
+        for i, (wm, b) in enumerate(self.ep):
+            x = wm @ x + b
+            if i < 2:
+                ops.relu(x)
+        return base + x
+
+
+class IntegerContext(Context64):
+    """The same network as an integer network (integer_net.py): exact in any order. exponents:
+    those of the 1x1 layers' inputs (the first: h_s's parameters and the convolution's output,
+    signed); the convolution reads y_hat's integers as they are. None: the float network, which
+    records its peaks for calibration (`peaks`)."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], M: int, exponents=None):
+        super().__init__(tensors, M)
+        if exponents is not None and len(exponents) != len(self.ep):
+            raise ValueError(f"context: {len(exponents)} activation exponents for {len(self.ep)} layers")
+        self.g = None if exponents is None else [int(g) for g in exponents]
+        self.peaks = [0.0] * len(self.ep)
+        if self.g is not None:
+            self.ctx_w, e = integer_net.integer_weights(self.ctx_w, 0)
+            self.ctx_e = e[:, None]
+            # float32 computes the convolution exactly where no partial sum can reach 2^24 (_conv)
+            self.ctx_w32, self.ctx_peak = self.ctx_w.astype(np.float32), np.abs(self.ctx_w).max(axis=0)
+            self.ctx_b = np.rint(np.ldexp(self.ctx_b, self.ctx_e))
+            ep_e = []
             for i, (wm, b) in enumerate(self.ep):
+                wm, e = integer_net.integer_weights(wm, 0)
+                self.ep[i] = (wm, np.rint(np.ldexp(b, e[:, None] + self.g[i])))
+                ep_e.append(e[:, None])
+            # the powers of two between exponents: h_s's parameters and the convolution's output to the
+            # first 1x1 layer's input, each 1x1 layer's output to the next input, the last to real values
+            pow2 = integer_net.pow2
+            self.scales = ([pow2(self.g[0]), pow2(self.g[0] - self.ctx_e)]
+                           + [pow2(self.g[i + 1] - ep_e[i] - self.g[i]) for i in range(len(self.ep) - 1)]
+                           + [pow2(-(ep_e[-1] + self.g[-1]))])
+
+    def corrected(self, base, cols):
+        if self.g is None:  # calibration
+            x = np.concatenate([base, self.ctx_w @ cols + self.ctx_b], axis=0)
+            for i, (wm, b) in enumerate(self.ep):
+                self.peaks[i] = max(self.peaks[i], float(np.max(np.abs(x), initial=0.0)))
                 x = wm @ x + b
                 if i < 2:
                     ops.relu(x)
-            out[:, a:a + self.CHUNK] = base[:, a:a + self.CHUNK] + x
-        return out
+            return base + x
+        s, q = self.scales, integer_net.requantize
+        conv = self._conv(cols)  # at exponent ctx_e: y_hat's integers need no scaling
+        x = np.concatenate([q(base, s[0], signed=True), q(conv, s[1], signed=True)], axis=0)
+        for i, (wm, b) in enumerate(self.ep):
+            acc = wm @ x
+            acc += b
+            if i < 2:
+                x = q(acc, s[i + 2], signed=False)  # the ReLU is the clip at 0
+        return base + acc * s[-1]  # exact: integers below 2^53 times a power of two
+
+    def _conv(self, cols: np.ndarray) -> np.ndarray:
+        """ctx_w @ cols + ctx_b, exactly. In float32 (twice as fast) when every output's sum of
+        |weight x tap| is below 2^24 (then every product and partial sum is an integer float32
+        holds, in any order), which the small integers of y_hat nearly always allow; else float64."""
+        if cols.size and float(self.ctx_peak @ np.abs(cols).max(axis=1)) < 2 ** 24:
+            return (self.ctx_w32 @ cols.astype(np.float32)).astype(np.float64) + self.ctx_b
+        return self.ctx_w @ cols + self.ctx_b
+
+    def exponents(self) -> list[int]:
+        """Calibration: the exponents that fit the peaks seen (the first input signed)."""
+        return [integer_net.activation_exponent(p, i == 0) for i, p in enumerate(self.peaks)]
 
 
 class CheckerboardCoder(EntropyCoder):
     def __init__(self, tensors, config):
         super().__init__(tensors, config)
-        self.context = Context64(tensors, config.M)
+        exps = config.integer_exponents("context")
+        self.context = Context64(tensors, config.M) if exps is None else IntegerContext(tensors, config.M, exps)
 
     def encode_y(self, y_hat: np.ndarray, params: np.ndarray) -> bytes:
         is_anchor = anchors(*y_hat.shape[1:])
