@@ -26,8 +26,9 @@ docs/bitstream.md):
 
 With B = A = 12 the codes are within +-0.02 % of the float64 networks' on validation images
 (post-training, no fine-tuning: docs/lab/training-log.md); y_hat feeds the context as it is
-(integers). Bounds: |acc| < K * 2^(B-1) * 2^A + |bias|, K <= 2304 inputs: < 2^35 for y-independent
-layers and < 2^37 for the context's convolution (|y_hat| < SYMBOL_LIMIT = 2^14), far below 2^53.
+(integers). Bounds: |acc| < K * 2^(B-1) * 2^A + |bias|, K <= 2304 inputs: < 2^35 for the layers
+on activations and < 2^37 for the context's convolution (|y_hat| < SYMBOL_LIMIT = 2^14), with
+|bias| < 2^40 (checked at load): far below 2^53.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ from . import numpy_ops as ops
 
 WEIGHT_BITS = 12
 ACTIVATION_BITS = 12
+MAX_EXPONENT = 30  # a channel whose weights all lie below ~2^-19 becomes zeros (its bias stays in range)
+BIAS_LIMIT = 2.0 ** 40  # |integer bias|: with |sum of products| < 2^37 every sum stays below 2^53
 
 
 def channel_exponents(w: np.ndarray, axis: int, bits: int = WEIGHT_BITS) -> np.ndarray:
@@ -44,7 +47,7 @@ def channel_exponents(w: np.ndarray, axis: int, bits: int = WEIGHT_BITS) -> np.n
     other = tuple(a for a in range(w.ndim) if a != axis)
     peak = np.max(np.abs(w.astype(np.float64)), axis=other)
     _, ex = np.frexp(peak)  # peak = m * 2^ex, 0.5 <= m < 1 (0 for an all-zero channel)
-    return (bits - 1 - ex).astype(np.int64)
+    return np.minimum(bits - 1 - ex, MAX_EXPONENT).astype(np.int64)
 
 
 def integer_weights(w: np.ndarray, axis: int, bits: int = WEIGHT_BITS) -> tuple[np.ndarray, np.ndarray]:
@@ -58,10 +61,18 @@ def integer_weights(w: np.ndarray, axis: int, bits: int = WEIGHT_BITS) -> tuple[
 def activation_exponent(peak: float, signed: bool, bits: int = ACTIVATION_BITS) -> int:
     """The largest f with peak * 2^f within the (signed or unsigned) `bits`-bit range."""
     top = _top(signed, bits)
-    f = int(np.log2(top)) - int(np.frexp(max(float(peak), 1e-30))[1]) + 1
+    f = int(top).bit_length() - int(np.frexp(max(float(peak), 1e-30))[1])  # at most one too high
     while peak * 2.0 ** f > top:
         f -= 1
     return f
+
+
+def integer_bias(b: np.ndarray, exponent) -> np.ndarray:
+    """rint(b * 2^exponent); ValueError beyond BIAS_LIMIT, where sums would no longer be exact."""
+    out = np.rint(np.ldexp(np.asarray(b, np.float64), exponent))
+    if not np.all(np.abs(out) < BIAS_LIMIT):
+        raise ValueError("an entropy network's bias is out of the integer range")
+    return out
 
 
 def _top(signed: bool, bits: int = ACTIVATION_BITS) -> float:
@@ -106,7 +117,7 @@ class IntegerProgram:
             e = None
             if self.f is not None:  # torch keeps a transposed convolution's output channels second
                 w, e = integer_weights(w, 1 if layer.op == "deconv" else 0)
-                b = np.rint(np.ldexp(b, e + self.f[n]))
+                b = integer_bias(b, e + self.f[n])
             mat = ops.deconv_weights(w, np.float64) if layer.op == "deconv" else ops.conv_weights(w, np.float64)
             relu = i + 1 < len(layers) and layers[i + 1].op == "relu"
             self.steps.append((layer, mat, e, b, relu))

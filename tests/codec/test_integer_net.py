@@ -52,6 +52,20 @@ def test_weights_are_integers_of_at_most_the_bits_per_output_channel():
     assert np.all(np.abs(np.ldexp(wi, -e[:, None, None, None]) - w) <= np.ldexp(0.5, -e)[:, None, None, None])
 
 
+def test_a_bias_beyond_the_integer_range_is_refused_and_a_vanishing_channel_becomes_zeros():
+    from aecodec.codec.spec import Layer
+
+    layers = (Layer.parse("conv 2>2 k3 s1"),)
+    w = np.ones((2, 2, 3, 3))
+    w[1] *= 1e-12  # a vanishing channel: its exponent is capped, its weights round to zero
+    program = inet.IntegerProgram(layers, {"h_s.0.weight": w, "h_s.0.bias": np.array([0.5, 0.25])}, "h_s", [4])
+    assert np.all(program.steps[0][1][:, 1] == 0) and program.steps[0][3][1] == np.ldexp(0.25, inet.MAX_EXPONENT + 4)
+    out = program(np.ones((2, 3, 2)))
+    assert np.all(out[..., 1] == 0.25)
+    with pytest.raises(ValueError, match="out of the integer range"):
+        inet.IntegerProgram(layers, {"h_s.0.weight": w, "h_s.0.bias": np.array([0.5, 0.25])}, "h_s", [40])
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.floats(1e-6, 1e9), st.booleans())
 def test_an_activation_exponent_fits_its_peak_exactly(peak, signed):

@@ -94,11 +94,11 @@ class IntegerContext(Context64):
             self.ctx_e = e[:, None]
             # float32 computes the convolution exactly where no partial sum can reach 2^24 (_conv)
             self.ctx_w32, self.ctx_peak = self.ctx_w.astype(np.float32), np.abs(self.ctx_w).max(axis=0)
-            self.ctx_b = np.rint(np.ldexp(self.ctx_b, self.ctx_e))
+            self.ctx_b = integer_net.integer_bias(self.ctx_b, self.ctx_e)
             ep_e = []
             for i, (wm, b) in enumerate(self.ep):
                 wm, e = integer_net.integer_weights(wm, 0)
-                self.ep[i] = (wm, np.rint(np.ldexp(b, e[:, None] + self.g[i])))
+                self.ep[i] = (wm, integer_net.integer_bias(b, e[:, None] + self.g[i]))
                 ep_e.append(e[:, None])
             # the powers of two between exponents: h_s's parameters and the convolution's output to the
             # first 1x1 layer's input, each 1x1 layer's output to the next input, the last to real values
