@@ -1,8 +1,9 @@
-"""Files that aecodec wrote keep decoding: small files written by e800093 (before the network
-became a spec, tests/data/compat/golden.json) against today's coder.
+"""Files that aecodec wrote keep decoding: small files written by e800093 (`-r7`, `-r8`: before
+the network became a spec) and by 0.15.0 (`-r9`: integer entropy networks), listed with what they
+decoded to in tests/data/compat/golden.json, against today's coder.
 
-- everywhere: each file's entropy decoding gives the same latents (float64 parameters: exact on
-  any device) and pixels within one level of what e800093 decoded (g_s in float32);
+- everywhere: each file's entropy decoding gives the same latents (the entropy parameters agree
+  on any device) and pixels within one level of what the writer decoded (g_s in float32);
 - on the machine the files were made on (same CPU, core count, numpy and torch): every engine
   encodes the same crops to the very same bytes and decodes them to the very same pixels.
 `python tools/golden.py` makes the same comparison on all of Kodak.
