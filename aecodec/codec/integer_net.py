@@ -20,8 +20,8 @@ docs/bitstream.md):
   exponent of the layer's input;
 - activations: a layer's input x_int = clip(rint(x * 2^f), the A-bit range (A = ACTIVATION_BITS;
   signed [-(2^(A-1) - 1), 2^(A-1) - 1] where the input can be negative, [0, 2^A - 1] after a ReLU);
-  the exponents f are chosen at export from calibration images (`calibrate`) so that their
-  largest activation just fits;
+  the exponents f are chosen at export from calibration images (train/export.py,
+  `integer_exponents`) so that their largest activation just fits;
 - the output: acc * 2^-(e_o + f), exactly; then the coder's scales and means as before.
 
 With B = A = 12 the codes are within +-0.02 % of the float64 networks' on validation images

@@ -66,11 +66,14 @@ class Context64:
             out[:, a:a + self.CHUNK] = self.corrected(base[:, a:a + self.CHUNK], cols)
         return out
 
-    def corrected(self, base: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    def corrected(self, base: np.ndarray, cols: np.ndarray, peaks: list | None = None) -> np.ndarray:
         """h_s's parameters (2M, n) and the anchor taps (taps * M, n) of n positions -> their
-        corrected parameters."""
+        corrected parameters. peaks: per 1x1 layer, the largest |input| seen so far (updated:
+        calibration of the integer network)."""
         x = np.concatenate([base, self.ctx_w @ cols + self.ctx_b], axis=0)
         for i, (wm, b) in enumerate(self.ep):
+            if peaks is not None:
+                peaks[i] = max(peaks[i], float(np.max(np.abs(x), initial=0.0)))
             x = wm @ x + b
             if i < 2:
                 ops.relu(x)
@@ -108,14 +111,8 @@ class IntegerContext(Context64):
                            + [pow2(-(ep_e[-1] + self.g[-1]))])
 
     def corrected(self, base, cols):
-        if self.g is None:  # calibration
-            x = np.concatenate([base, self.ctx_w @ cols + self.ctx_b], axis=0)
-            for i, (wm, b) in enumerate(self.ep):
-                self.peaks[i] = max(self.peaks[i], float(np.max(np.abs(x), initial=0.0)))
-                x = wm @ x + b
-                if i < 2:
-                    ops.relu(x)
-            return base + x
+        if self.g is None:  # calibration: the float network, recording its peaks
+            return super().corrected(base, cols, self.peaks)
         s, q = self.scales, integer_net.requantize
         conv = self._conv(cols)  # at exponent ctx_e: y_hat's integers need no scaling
         x = np.concatenate([q(base, s[0], signed=True), q(conv, s[1], signed=True)], axis=0)
