@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decompress", help=".aec bitstream -> image",
                        description="Decode .aec files to images; the format follows the output extension "
-                       "(PNG by default). Lossy formats (.jpg, .webp, .avif) are re-encoded at quality 95, "
-                       "with a note: write .png to keep the decoded pixels exactly.")
+                       "(PNG by default, written with fast compression: zlib level 1). Lossy formats (.jpg, .webp, "
+                       ".avif) are re-encoded at quality 95, with a note: write .png to keep the decoded pixels "
+                       "exactly.")
     d.add_argument("input", nargs="+", help="input .aec files, or - for stdin")
     d.add_argument("-o", "--output", help="output image (its extension picks the format); or a folder "
                    "(created if missing, NAME.png inside) when it ends with / or is a directory, and always with "

@@ -146,3 +146,50 @@ def test_same_bytes_decode_to_same_pixels_in_two_processes(crops):
     digests.add(hashlib.sha256(aecodec.decompress(aec.read_bytes(), device="cpu").tobytes()).hexdigest())
     digests.add(hashlib.sha256(aecodec.decompress(aec.read_bytes(), device="cpu").tobytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_a_batch_finishes_files_in_order_beside_the_next_one(capsys):
+    """_run_all: a file's last stage (a callable) runs while the next file starts; lines come in
+    the files' order, a failure in either stage names its file, and the rest still run."""
+    import threading
+
+    from aecodec.commands import _run_all
+    from aecodec.errors import AecError
+
+    started, finished = [], []
+
+    def one(src, out):
+        started.append(src)
+        if src == "a2":
+            raise AecError(f"{src}: first stage failed")
+        if src == "a4":
+            return f"{src} done at once"
+
+        def finish():
+            assert threading.current_thread() is not threading.main_thread()
+            if src == "a3":
+                raise AecError("last stage failed")
+            finished.append(src)
+            return f"{src} done"
+        return finish
+
+    plan = [("a0", "o0"), ("a1", "o1"), ("a2", "o2"), ("x", None), ("a3", "o3"), ("a4", "o4"), ("a5", "o5")]
+    assert _run_all(plan, one, quiet=False, what="test") == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["a0 done", "a1 done", "a4 done at once", "a5 done"]
+    assert "a2: first stage failed" in err and "a3: last stage failed" in err and "3 of 7 files failed" in err
+    assert started == ["a0", "a1", "a2", "a3", "a4", "a5"] and finished == ["a0", "a1", "a5"]
+    # one file: both stages in this thread
+    assert _run_all([("b", "o")], lambda s, o: (lambda: threading.current_thread().name), quiet=False, what="t") == 0
+    assert capsys.readouterr().out.strip() == threading.main_thread().name
+
+
+def test_decoded_png_holds_the_decoded_pixels(crops, tmp_path):
+    """PNG is written fast (zlib level 1); its pixels are the decoder's."""
+    from aecodec.codec import coder
+
+    aec = tmp_path / "c.aec"
+    assert main(["compress", str(crops[0]), "-o", str(aec)]) == 0
+    assert main(["decompress", str(aec), "-o", str(tmp_path / "c.png")]) == 0
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.format == "PNG" and np.array_equal(np.asarray(im), coder.decode(aec.read_bytes())[0])

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..codec.engines import ENGINE_ENV
 from . import KODAK_ENV, kodak_folder
 from .large import mosaic
 
@@ -116,7 +117,6 @@ def one_shot_sizes(cmd: list[str], kodim23: Path, tmp: Path, engines_: list[str]
             d = statistics.median(run_process(cmd + ["decompress", str(ref), "-o", str(tmp / "x.png"), "-f"], env)[0]
                                   for _ in range(repeat))
             cells.append(f"{c:7.2f} / {d:5.2f}")
-        os.environ.pop("AECODEC_ENGINE", None)
         auto = f"{cpu_engine(w * h)} / {cpu_engine(w * h, decoding=True)}"
         print(f"{w:>5}x{h:<4} {w * h / 1e6:5.2f} " + " ".join(f"{c:>16}" for c in cells) + f"   {auto}", flush=True)
 
@@ -136,6 +136,9 @@ def main(argv=None) -> int:
     if not kodim23.exists() or len(files) < 2:
         raise SystemExit(f"{kodak}: Kodak PNGs not found")
     cmd = _aecodec()
+    forced = os.environ.pop(ENGINE_ENV, None)  # this process's and its children's: each row names its engine
+    if forced:
+        print(f"note: {ENGINE_ENV}={forced} is ignored here: the rows time each engine and device \"auto\"")
     print(f"aecodec latency, quality {QUALITY}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
 
     r = in_process(kodim23, args.repeat)
@@ -166,8 +169,6 @@ def main(argv=None) -> int:
         aec, n = tmp / "k23.aec", len(files)
         for e in engines_ + ["auto"]:
             env = None if e == "auto" else {"AECODEC_ENGINE": e}
-            if e == "auto":
-                os.environ.pop("AECODEC_ENGINE", None)
             tag, d = f", {e}", tmp / e
             d.mkdir()
             row("compress kodim23" + tag, cmd + ["compress", str(kodim23), "-o", str(d / "k23.aec"), "-q", str(QUALITY)], env)

@@ -98,6 +98,20 @@ def _check_ranges(width, height, quality, k, mode) -> None:
         raise AecError(f"unsupported colour mode {mode!r}")
 
 
+HEAD_MAX = len(MAGIC) + 2 + MAX_NAME + max(f.size for f in _FIELDS.values())
+
+
+def peek_size(head: bytes) -> tuple[int, int]:
+    """(width, height) from a file's first HEAD_MAX bytes (or fewer), its structure checked but
+    not its checksum: for estimates such as a batch's size, never for decoding (parse is that)."""
+    if head[:len(MAGIC)] != MAGIC or len(head) < 6 or head[4] not in VERSIONS or not 1 <= head[5] <= MAX_NAME:
+        raise AecError("not an .aec file")
+    fields = _FIELDS[head[4]]
+    if len(head) < 6 + head[5] + fields.size:
+        raise AecError("truncated .aec file")
+    return fields.unpack_from(head, 6 + head[5])[1:3]
+
+
 def parse(data: bytes) -> tuple[Header, bytes, bytes]:
     """Validate and split an .aec file into (header, z payload, y payload)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -12,6 +12,7 @@ decodes on any other. Training's validation and the export's choice of k code th
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,6 +54,10 @@ class _Encoder:
         self.y_hat = None
 
     def code(self, quality: int | float, k: int | None, effort: int = 0, on_check=None) -> bytes:
+        with self.engine.session():
+            return self._code(_check_quality(quality), k, _check_effort(effort), on_check)
+
+    def _code(self, quality: int | float, k: int | None, effort: int, on_check) -> bytes:
         engine, M = self.engine, self.engine.channels
         k = default_k(engine, quality) if k is None else k
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= M:
@@ -139,9 +144,17 @@ def encode(rgb: np.ndarray, mode: str, quality: int | float, k: int | None = Non
     (benchmarks and tests compare the engines); job_pixels: the pixels of the whole job this image
     is part of (a batch), for the choice of the CPU engine."""
     quality, effort = _check_quality(quality), _check_effort(effort)
+    return encoder(rgb, mode, device, effort, model, engine, job_pixels).code(quality, k, effort, _on_check(progress))
+
+
+def encoder(rgb: np.ndarray, mode: str, device=None, effort: int = 0, model=None, engine=None,
+            job_pixels: int = 0) -> _Encoder:
+    """Encoding's first stage: the engine (as `encode` chooses it) and the analysis transform of
+    the image; then `.code(quality, k)` codes it (the entropy coder, mostly one core's work), as
+    often as wanted. A batch codes one file while the next one's analysis runs."""
     engine = engine or engines.for_device(device, effort, model, max(rgb.shape[0] * rgb.shape[1], job_pixels))
     with engine.session():
-        return _Encoder(rgb, mode, engine).code(quality, k, effort, _on_check(progress))
+        return _Encoder(rgb, mode, engine)
 
 
 def _check_effort(effort) -> int:
@@ -255,10 +268,24 @@ def engine_to_decode(header: bitstream.Header, device=None, engine=None, job_pix
     return engine
 
 
+class Latents(NamedTuple):
+    """A file's entropy-decoded latents: the first of decoding's two stages (see `decode`)."""
+    header: bitstream.Header
+    engine: object
+    y_hat: object
+
+
 def decode(data: bytes, device=None, engine=None, job_pixels: int = 0) -> tuple[np.ndarray, bitstream.Header]:
     """Decode an .aec file to an 8-bit array: (H, W, 3) for RGB, (H, W) for L.
     engine: one to use instead of the device's (it must hold the file's model); job_pixels: those
     of the whole job the file is part of (a batch), for the choice of the CPU engine."""
+    return synthesize(decode_latents(data, device, engine, job_pixels))
+
+
+def decode_latents(data: bytes, device=None, engine=None, job_pixels: int = 0) -> Latents:
+    """Decoding's first stage: parse, choose the engine, entropy-decode y_hat (AecError for a
+    damaged file). A batch runs it for the next file while `synthesize` runs for this one: the
+    entropy decoder is mostly one core's work, g_s the engine's threads'."""
     header, z_bytes, y_bytes = bitstream.parse(data)
     engine = engine_to_decode(header, device, engine, job_pixels)
     hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
@@ -267,7 +294,14 @@ def decode(data: bytes, device=None, engine=None, job_pixels: int = 0) -> tuple[
             y_hat = engine.decode_latents(y_bytes, z_bytes, (hp // PAD, wp // PAD))
         except (RuntimeError, ValueError) as e:  # the rANS decoder's own complaints
             raise AecError(f"corrupt .aec payload ({e})") from None
-        pixels = engine.pixels(y_hat, header.quality, header.height, header.width)
+    return Latents(header, engine, y_hat)
+
+
+def synthesize(latents: Latents) -> tuple[np.ndarray, bitstream.Header]:
+    """Decoding's second stage: g_s, cropped to the image, in its colour mode."""
+    header, engine = latents.header, latents.engine
+    with engine.session():
+        pixels = engine.pixels(latents.y_hat, header.quality, header.height, header.width)
     return _in_mode(pixels, header.mode), header
 
 

@@ -141,3 +141,22 @@ def test_fractional_quality_is_version_2_and_levels_stay_version_1():
         struct.pack_into(">H", data, _field_offset() + 17, bad)
         with pytest.raises(AecError, match="quality"):
             parse(_reseal(bytes(data)))
+
+
+@pytest.mark.parametrize("quality", [3, 3.5])
+def test_peek_size_reads_the_size_from_the_head_alone(quality):
+    h = dataclasses.replace(H, quality=quality, width=4000, height=3000)
+    data = pack(h, b"z", b"y")
+    assert bitstream.peek_size(data[:bitstream.HEAD_MAX]) == (4000, 3000)
+    assert bitstream.peek_size(data[:bitstream.HEAD_MAX][:len(data) - 6]) == (4000, 3000)  # no payload needed
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(max_size=120))
+def test_peek_size_only_raises_aec_error(blob):
+    for candidate in (blob, bitstream.MAGIC + blob, _valid()[:6] + blob, _valid()[:len(blob) % 40]):
+        try:
+            width, height = bitstream.peek_size(candidate)
+        except AecError:
+            continue
+        assert 0 <= width < 2 ** 32 and 0 <= height < 2 ** 32

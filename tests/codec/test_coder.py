@@ -117,3 +117,21 @@ def test_effort_with_targets_meets_them_and_beats_the_single_pass(tmp_path, caps
     assert main(["compress", str(p), "--size", "3KB", "--effort", "1"]) == 0
     assert p.with_suffix(".aec").stat().st_size <= 3000
     assert "target 3000 bytes" in capsys.readouterr().out
+
+
+def test_the_two_stages_are_the_whole_coding():
+    """encoder().code() and synthesize(decode_latents()), the stages a batch overlaps, code and
+    decode exactly as encode and decode; one analysis serves several codings."""
+    from aecodec.codec import coder
+
+    img = _crop(box=(0, 0, 128, 96))
+    enc = coder.encoder(img, "RGB", device="cpu")
+    for q in (8, 2, 4.5):
+        data = enc.code(q, None)
+        assert data == coder.encode(img, "RGB", q, device="cpu")
+        latents = coder.decode_latents(data, device="cpu")
+        assert latents.header == bitstream.parse(data)[0]
+        pixels, header = coder.synthesize(latents)
+        assert header == latents.header and np.array_equal(pixels, coder.decode(data, device="cpu")[0])
+    with pytest.raises(aecodec.AecError, match="quality"):
+        enc.code(9, None)
