@@ -219,7 +219,7 @@ def _aec_pixels(path: str) -> int:
 def cmd_compress(args) -> int:
     from .imageio import open_image, to_codec_array
 
-    def one(src: str, out: str):
+    def one(src: str, out: str) -> str:
         _check_output(src, out, args.force)
         raw = _read_input(src)
         if not raw:
@@ -233,16 +233,6 @@ def cmd_compress(args) -> int:
 
         t0 = time.perf_counter()
         pixels = rgb.shape[0] * rgb.shape[1]
-        if not (args.size or args.bpp or args.psnr or args.effort):  # the plain coding, in two stages
-            enc = coder.encoder(rgb, mode, device=args.device, job_pixels=job)
-            analysis_s = time.perf_counter() - t0
-
-            def finish() -> str:
-                t1 = time.perf_counter()
-                data = enc.code(4 if args.quality is None else args.quality, args.k)
-                return written(src, out, data, analysis_s + time.perf_counter() - t1)
-
-            return finish
         target = ""
         with _refinement_bar(src, args.effort, args.quiet) as progress:
             if args.size or args.bpp:

@@ -65,9 +65,11 @@ def test_batch_round_trip_matches_single_files(crops, tmp_path, capsys):
     aecs = sorted((tmp_path / "aec").glob("*.aec"))
     assert main(["decompress", *map(str, aecs), "-o", str(tmp_path / "png")]) == 0
     for p in crops:
+        assert main(["decompress", str(tmp_path / "aec" / f"{p.stem}.aec"), "-o", str(tmp_path / f"{p.stem}.single.png")]) == 0
         back = np.asarray(Image.open(tmp_path / "png" / f"{p.stem}.png"))
         assert back.shape == np.asarray(Image.open(p)).shape
-    assert capsys.readouterr().out.count(" -> ") == 2 * len(crops) + len(crops)
+        assert np.array_equal(back, np.asarray(Image.open(tmp_path / f"{p.stem}.single.png")))  # batch = single file
+    assert capsys.readouterr().out.count(" -> ") == 2 * len(crops) + 2 * len(crops)
 
 
 def test_a_batch_chooses_its_cpu_engine_for_its_whole_size(crops, tmp_path, monkeypatch):

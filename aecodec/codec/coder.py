@@ -54,10 +54,6 @@ class _Encoder:
         self.y_hat = None
 
     def code(self, quality: int | float, k: int | None, effort: int = 0, on_check=None) -> bytes:
-        with self.engine.session():
-            return self._code(_check_quality(quality), k, _check_effort(effort), on_check)
-
-    def _code(self, quality: int | float, k: int | None, effort: int, on_check) -> bytes:
         engine, M = self.engine, self.engine.channels
         k = default_k(engine, quality) if k is None else k
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= M:
@@ -144,17 +140,9 @@ def encode(rgb: np.ndarray, mode: str, quality: int | float, k: int | None = Non
     (benchmarks and tests compare the engines); job_pixels: the pixels of the whole job this image
     is part of (a batch), for the choice of the CPU engine."""
     quality, effort = _check_quality(quality), _check_effort(effort)
-    return encoder(rgb, mode, device, effort, model, engine, job_pixels).code(quality, k, effort, _on_check(progress))
-
-
-def encoder(rgb: np.ndarray, mode: str, device=None, effort: int = 0, model=None, engine=None,
-            job_pixels: int = 0) -> _Encoder:
-    """Encoding's first stage: the engine (as `encode` chooses it) and the analysis transform of
-    the image; then `.code(quality, k)` codes it (the entropy coder, mostly one core's work), as
-    often as wanted. A batch codes one file while the next one's analysis runs."""
     engine = engine or engines.for_device(device, effort, model, max(rgb.shape[0] * rgb.shape[1], job_pixels))
     with engine.session():
-        return _Encoder(rgb, mode, engine)
+        return _Encoder(rgb, mode, engine).code(quality, k, effort, _on_check(progress))
 
 
 def _check_effort(effort) -> int:

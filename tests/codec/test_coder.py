@@ -119,19 +119,14 @@ def test_effort_with_targets_meets_them_and_beats_the_single_pass(tmp_path, caps
     assert "target 3000 bytes" in capsys.readouterr().out
 
 
-def test_the_two_stages_are_the_whole_coding():
-    """encoder().code() and synthesize(decode_latents()), the stages a batch overlaps, code and
-    decode exactly as encode and decode; one analysis serves several codings."""
+def test_the_two_stages_of_decoding_are_the_whole_decoding():
+    """synthesize(decode_latents()), the stages a CLI batch overlaps, decode exactly as decode."""
     from aecodec.codec import coder
 
     img = _crop(box=(0, 0, 128, 96))
-    enc = coder.encoder(img, "RGB", device="cpu")
     for q in (8, 2, 4.5):
-        data = enc.code(q, None)
-        assert data == coder.encode(img, "RGB", q, device="cpu")
+        data = coder.encode(img, "RGB", q, device="cpu")
         latents = coder.decode_latents(data, device="cpu")
         assert latents.header == bitstream.parse(data)[0]
         pixels, header = coder.synthesize(latents)
         assert header == latents.header and np.array_equal(pixels, coder.decode(data, device="cpu")[0])
-    with pytest.raises(aecodec.AecError, match="quality"):
-        enc.code(9, None)
