@@ -248,20 +248,17 @@ def cmd_compress(args) -> int:
                 data = coder.encode(rgb, mode, 4 if args.quality is None else args.quality, args.k,
                                     device=args.device, effort=args.effort, progress=progress, job_pixels=job)
         elapsed = time.perf_counter() - t0
-        reached = ""
-        if args.psnr:
-            reached = f", PSNR {_psnr(rgb, coder.decode(data, device=args.device)[0], mode):.2f} dB"
-        return written(src, out, data, elapsed, target, reached)
-
-    def written(src: str, out: str, data: bytes, elapsed: float, target: str = "", reached: str = "") -> str:
-        """Write one file's coding to its output; its summary line."""
+        _write_output(out, data, args.force)
         from .codec.bitstream import parse
 
-        _write_output(out, data, args.force)
         hdr = parse(data)[0]
+        reached = ""
+        if args.psnr:
+            from .codec.coder import decode
+
+            reached = f", PSNR {_psnr(rgb, decode(data, device=args.device)[0], mode):.2f} dB"
         return (f"{src} -> {out}: {hdr.width}x{hdr.height} {hdr.mode}, q{hdr.quality:.4g} k{hdr.k}, "
-                f"{len(data)} bytes{target}, {len(data) * 8 / (hdr.width * hdr.height):.4f} bpp{reached}, "
-                f"{elapsed:.2f} s")
+                f"{len(data)} bytes{target}, {len(data) * 8 / pixels:.4f} bpp{reached}, {elapsed:.2f} s")
 
     if args.quality is not None and (args.size or args.bpp or args.psnr):
         raise AecError("give either a quality or a target (--size, --bpp, --psnr), not both")
