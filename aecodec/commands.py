@@ -122,7 +122,7 @@ def _run_all(plan, one, quiet: bool, what: str) -> int:
         if not quiet:
             print(line, file=sys.stderr if plan[0][1] == "-" else sys.stdout)
         return 0
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from tqdm import tqdm
 
@@ -130,9 +130,12 @@ def _run_all(plan, one, quiet: bool, what: str) -> int:
     bar = tqdm(total=len(plan), desc=what, unit="file", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
 
     def report(src: str, result) -> None:
+        """A file's outcome: its line, its last stage's future, or the AecError that ended it."""
         nonlocal failed
         try:
-            line = result.result() if hasattr(result, "result") else result
+            if isinstance(result, AecError):
+                raise result
+            line = result.result() if isinstance(result, Future) else result
         except AecError as e:
             failed += 1
             bar.write(f"aecodec: error: {_named(src, e)}", file=sys.stderr)
@@ -154,11 +157,7 @@ def _run_all(plan, one, quiet: bool, what: str) -> int:
             if waiting:
                 report(*waiting)
                 waiting = None
-            if isinstance(result, AecError):
-                failed += 1
-                bar.write(f"aecodec: error: {_named(src, result)}", file=sys.stderr)
-                bar.update()
-            elif callable(result):
+            if callable(result):
                 waiting = (src, finisher.submit(result))
             else:
                 report(src, result)

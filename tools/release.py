@@ -90,10 +90,8 @@ def compat_entries(model: str, crops: dict) -> dict[str, tuple[bytes, dict]]:
     import numpy as np
     from PIL import Image
 
-    from aecodec.codec import coder, engines
-
-    def sha(b) -> str:
-        return hashlib.sha256(bytes(b)).hexdigest()[:16]
+    from aecodec.codec import bitstream, coder, engines
+    from golden import sha  # tools/golden.py: the refactor guard's short hashes, the compat test's too
 
     with Image.open(ROOT / "aecodec" / "data" / "kodim23.png") as im:
         image = im.convert("RGB")
@@ -104,7 +102,7 @@ def compat_entries(model: str, crops: dict) -> dict[str, tuple[bytes, dict]]:
         for q in COMPAT_QUALITIES:
             codes = {k: coder.encode(rgb, "RGB", q, engine=e) for k, e in kinds.items()}
             data = codes["numpy"]
-            header, z_bytes, y_bytes = coder.bitstream.parse(data)
+            header, z_bytes, y_bytes = bitstream.parse(data)
             engine = kinds["numpy"]
             with engine.session():
                 y_hat = engine.decode_latents(y_bytes, z_bytes, (-(-header.height // 64), -(-header.width // 64)))
@@ -150,7 +148,8 @@ def main(argv=None) -> int:
     manifest = json.loads((WEIGHTS / "manifest.json").read_text())
     for m in args.drop:
         (WEIGHTS / manifest["models"][m]["file"]).unlink()
-    _dump(WEIGHTS / "manifest.json", update_manifest(manifest, args.model, digest, args.drop), 2)
+    manifest = update_manifest(manifest, args.model, digest, args.drop)
+    _dump(WEIGHTS / "manifest.json", manifest, 2)
     _dump(WEIGHTS / "releases.json",
           update_releases(releases, args.version, args.model, digest, date, args.drop, tag.stdout.strip()), 1)
     for path, pattern in ((ROOT / "pyproject.toml", r'^version = "([^"]+)"'),
@@ -168,8 +167,7 @@ def main(argv=None) -> int:
         golden["files"][name] = entry
     golden["made_by"][args.model] = f"v{args.version}"
     _dump(COMPAT / "golden.json", golden, 1)
-    size = sum((WEIGHTS / m["file"]).stat().st_size for m in update_manifest(manifest, args.model, digest,
-                                                                              args.drop)["models"].values())
+    size = sum((WEIGHTS / m["file"]).stat().st_size for m in manifest["models"].values())
     print(f"{args.model} ships in {args.version} (default); shipped weights {size / 1e6:.1f} MB in all.\n"
           "Left by hand: make bench-kodak and make bench-urban (results/, README, docs/benchmarks.md), "
           "a CHANGELOG entry, a docs/models.md row, the lab's progress row, pytest, a commit, "
