@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new runs only: give these transforms' hidden layers more channels (g_a, g_s, h_a, h_s; "
                         "e.g. 'g_s=192'), grown so that the model computes exactly what the source did and the "
                         "new channels learn (more capacity for the high rates, at more cost per pixel)")
+    t.add_argument("--integer-bits", metavar="W,A",
+                   help="new runs only: train the entropy networks (h_s, the context) as the integer networks they "
+                        "are coded with, W-bit weights and A-bit activations (e.g. '8,9': exact in float32, twice as "
+                        "fast to code); exponents calibrated once at the start, kept by exports (default: float "
+                        "networks, calibrated at 12 bits by each export)")
     t.add_argument("--train-only", metavar="PREFIXES",
                    help="new runs only: train only parameters whose names start with one of these "
                    "comma-separated prefixes (e.g. 'context.'); the rest stay as loaded")
@@ -231,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or 'auto' (default): chosen on validation images")
     e.add_argument("--data", help="training folder whose validation images calibrate the integer entropy networks "
                    "and choose k (default: the run's)")
-    e.add_argument("--k-images", type=_positive_int, default=12,
+    e.add_argument("--k-images", type=_positive_int, default=12,  # train.export.CALIBRATION_IMAGES
                    help="validation images used to calibrate and to choose k")
     e.add_argument("--register", action="store_true",
                    help="also record name, file and SHA-256 in manifest.json beside the output")

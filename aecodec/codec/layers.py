@@ -157,11 +157,15 @@ class CheckerboardContext(torch.nn.Module):
         o, c, _ = self.ctx_weight.shape
         return self.ctx_weight.new_zeros(o, c, 25).index_copy(2, self.tap_index, self.ctx_weight).view(o, c, 5, 5)
 
+    def kernel_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the anchor convolution computes with (integer-aware training rounds them)."""
+        return self.kernel(), self.ctx_bias
+
     def forward(self, params: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
         """params: h_s's output (B, 2M, h, w); y_hat: the quantized latents (only the anchors are
         read) -> the parameters with the non-anchors' corrected."""
         anchors = self.mask(*y_hat.shape[-2:], device=y_hat.device)
-        ctx = torch.nn.functional.conv2d(y_hat * anchors, self.kernel(), self.ctx_bias, padding=2)
+        ctx = torch.nn.functional.conv2d(y_hat * anchors, *self.kernel_and_bias(), padding=2)
         delta = self.ep(torch.cat([params, ctx], dim=1))
         return params + delta * (1 - anchors)
 

@@ -127,6 +127,9 @@ def check(layers: dict[str, tuple[Layer, ...]], N: int, M: int, hyper_out: int) 
             raise ValueError(f"{name} scales by {scale}, needs {_SCALE[name]}")
 
 
+DEFAULT_INTEGER_BITS = (12, 12)  # integer_net.WEIGHT_BITS, ACTIVATION_BITS: the first integer models'
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A model's architecture: channel counts, quality levels, the entropy model's family
@@ -138,6 +141,7 @@ class ModelConfig:
     family: str = "hyperprior"
     custom_layers: tuple[tuple[str, tuple[Layer, ...]], ...] | None = None  # (transform, layers) pairs
     integer: tuple[tuple[str, tuple[int, ...]], ...] | None = None  # (network, input exponents) pairs
+    integer_bits: tuple[int, int] | None = None  # (weight, activation) bits; None: 12 and 12
 
     def __post_init__(self):
         from . import families
@@ -152,15 +156,29 @@ class ModelConfig:
             for name, exps in self.integer:
                 if not all(isinstance(f, int) and not isinstance(f, bool) and -64 <= f <= 64 for f in exps):
                     raise ValueError(f"integer exponents of {name} must be integers in -64..64")
+        if self.integer_bits is not None:
+            bits = self.integer_bits
+            if self.integer is None:
+                raise ValueError("integer_bits needs integer entropy networks (their exponents)")
+            if not (isinstance(bits, tuple) and len(bits) == 2
+                    and all(isinstance(b, int) and not isinstance(b, bool) and 2 <= b <= 16 for b in bits)):
+                raise ValueError("integer_bits must be (weight bits, activation bits), each in 2..16")
 
     def integer_exponents(self, network: str) -> tuple[int, ...] | None:
         """A network's activation exponents when it is an integer network, else None (float64)."""
         return dict(self.integer).get(network) if self.integer else None
 
-    def with_integer(self, exponents: dict[str, list[int]] | None) -> "ModelConfig":
-        """This config with integer entropy networks of these exponents (None: float64 networks)."""
+    @property
+    def integer_bits_or_default(self) -> tuple[int, int]:
+        """The integer networks' (weight bits, activation bits)."""
+        return self.integer_bits or DEFAULT_INTEGER_BITS
+
+    def with_integer(self, exponents: dict[str, list[int]] | None, bits: tuple[int, int] | None = None) -> "ModelConfig":
+        """This config with integer entropy networks of these exponents (None: float64 networks)
+        and bits (None: the default 12 and 12, which a config does not record)."""
         integer = tuple(sorted((k, tuple(int(f) for f in v)) for k, v in exponents.items())) if exponents else None
-        return replace(self, integer=integer)
+        bits = None if bits is None or tuple(bits) == DEFAULT_INTEGER_BITS else tuple(int(b) for b in bits)
+        return replace(self, integer=integer, integer_bits=bits if integer else None)
 
     @property
     def family_impl(self):
@@ -193,6 +211,8 @@ class ModelConfig:
                 d["layers"] = to_text(own)
         if self.integer:
             d["integer"] = {k: list(v) for k, v in self.integer}
+        if self.integer_bits:
+            d["integer_bits"] = list(self.integer_bits)
         return d
 
     @classmethod
@@ -204,6 +224,10 @@ class ModelConfig:
         integer = d.get("integer")
         if integer is not None and not (isinstance(integer, dict) and all(isinstance(v, list) for v in integer.values())):
             raise ValueError("integer must map each entropy network to a list of exponents")
+        bits = d.get("integer_bits")
+        if bits is not None and not isinstance(bits, list):
+            raise ValueError("integer_bits must be a list of two bit counts")
         return cls(N=int(d["N"]), M=int(d["M"]), qualities=int(d.get("qualities", QUALITIES)), family=str(family),
                    custom_layers=tuple(sorted(layers.items())) if layers else None,
-                   integer=tuple(sorted((str(k), tuple(v)) for k, v in integer.items())) if integer else None)
+                   integer=tuple(sorted((str(k), tuple(v)) for k, v in integer.items())) if integer else None,
+                   integer_bits=tuple(bits) if bits is not None else None)

@@ -154,7 +154,7 @@ def grown(config: ModelConfig | None, state: dict | None, family: str | None) ->
         except ValueError as e:
             raise AecError(str(e)) from None
         for fam in path:  # a new family's networks are float until an export calibrates them
-            config = dataclasses.replace(config, family=fam.name, integer=None)
+            config = dataclasses.replace(config, family=fam.name, integer=None, integer_bits=None)
             state = fam.grow(state, AecModel(config))
     model = AecModel(config)
     model.load_state_dict(state)

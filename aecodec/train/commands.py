@@ -14,7 +14,7 @@ from .config import DATA_ENV
 from .data import validation_set
 from .evaluate import bd_vs_jpeg2000, coding_copy, evaluate, format_result, jpeg2000_anchor
 
-_RECIPE_FLAGS = ("family", "means", "context", "train_only", "widen", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "compile", "threads", "seed")
+_RECIPE_FLAGS = ("family", "means", "context", "train_only", "widen", "integer_bits", "data", "batch", "crop", "lr", "ema_decay", "k_min", "bf16", "compile", "threads", "seed")
 
 
 def _overrides(args) -> dict:
@@ -87,9 +87,10 @@ def cmd_export(args) -> int:
     if not src.exists():
         raise AecError(f"{args.source}: no such run or file")
     model = initial_model(str(src))  # EMA weights of a run state, or a weights file
-    extra = {}
+    extra, trained_integer = {}, False
     try:
         meta = read_meta(src)
+        trained_integer = bool(meta["config"].get("integer_bits"))
         extra = {"train_steps": meta["step"], "train_megapixels": round(meta["counters"]["megapixels"]),
                  "train_history": json.dumps(training_totals(meta["step"], meta["counters"]))}
         run_data = meta["config"]["data"]
@@ -97,7 +98,8 @@ def cmd_export(args) -> int:
         run_data = None
     coder = coding_copy(model)
     images = validation_set(args.data or run_data or data_dir(None, "calibrating and choosing k"))[: args.k_images]
-    coder.config = coder.config.with_integer(integer_exponents(coder, images))
+    if not trained_integer:  # a run trained integer-aware keeps the exponents it trained with
+        coder.config = coder.config.with_integer(integer_exponents(coder, images))
     if args.default_k in (None, "auto"):
         default_k = choose_default_k(coder, images)
     else:

@@ -27,6 +27,9 @@ class TrainConfig:
     # new runs: the source's transforms widened function-preservingly (train/grow.py), e.g.
     # "g_s=192" gives g_s's hidden layers 192 channels; "" = as the source
     widen: str = ""
+    # the entropy networks trained for the integer arithmetic they are coded with (train/integer_aware.py),
+    # "WEIGHT_BITS,ACTIVATION_BITS", e.g. "8,9" (float32-exact: twice as fast to code); "" = float networks
+    integer_bits: str = ""
     batch: int = 8
     crop: int = 128
     lr: float = 2e-4            # constant: an open-ended run; EMA weights are what gets exported

@@ -17,6 +17,7 @@ from ..codec.weights import export_bytes
 from ..fileio import atomic_write_bytes
 from .evaluate import code_image, coding_engine
 
+CALIBRATION_IMAGES = 12  # validation images that calibrate the integer networks (export's --k-images)
 K_GRID = (32, 48, 64, 96, 128, 160, 192)
 K_TOLERANCE = 0.005
 
@@ -42,11 +43,12 @@ def choose_default_k(model: AecModel, images) -> list[int]:
     return out
 
 
-def integer_exponents(model: AecModel, images) -> dict[str, list[int]] | None:
+def integer_exponents(model: AecModel, images, bits: tuple[int, int] | None = None) -> dict[str, list[int]] | None:
     """Calibration of the integer entropy networks (codec/integer_net.py): the activation
     exponents that fit the largest activations of h_s and the context on these images (validation,
     never a test set) at every quality with k = M, through the float networks. None for a family
-    without integer networks. model: a coding copy (evaluate.coding_copy)."""
+    without integer networks. model: a coding copy (evaluate.coding_copy); bits: (weight,
+    activation) bits, the model config's by default."""
     from ..codec.families.checkerboard import IntegerContext, anchors
     from ..codec.integer_net import IntegerProgram
 
@@ -56,8 +58,9 @@ def integer_exponents(model: AecModel, images) -> dict[str, list[int]] | None:
         return None
     engine = coding_engine(model)
     tensors, coder = engine.weights.tensors, engine.coder
-    h_s = IntegerProgram(config.layers()["h_s"], tensors, "h_s")
-    context = IntegerContext(tensors, config.M) if family.uses_context else None
+    bits = tuple(bits or config.integer_bits_or_default)
+    h_s = IntegerProgram(config.layers()["h_s"], tensors, "h_s", bits=bits)
+    context = IntegerContext(tensors, config.M, bits=bits) if family.uses_context else None
     peaks = [0.0] * len(h_s.steps)
     for _, rgb in images:
         state = engine.analyze(rgb)

@@ -31,6 +31,7 @@ from .distributed import World
 from .config import RUNS_DIR, TrainConfig
 from .data import CropSampler, split
 from .grow import widen, widened
+from .integer_aware import parse_bits
 from .latent_cache import LatentCache, keep, step_inputs
 from .step import Trainer, draw_k
 
@@ -58,7 +59,7 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
         stored = read_meta(path)["config"]
         defaults = TrainConfig()
         if any(key in cfg_override and cfg_override[key] != stored.get(key, getattr(defaults, key))
-               for key in ("family", "means", "context", "train_only", "widen")):
+               for key in ("family", "means", "context", "train_only", "widen", "integer_bits")):
             raise AecError(f"{rdir}: a run keeps its architecture; start a new run (another name) with --init")
         trainer, step, gen, counters = load_state(path, cfg_override, world, device)
         if world.main:
@@ -79,6 +80,12 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
         torch.manual_seed(cfg.seed)  # the same arrangement on every rank
         family.arrange(model, CropSampler(pick, cfg.crop).batch(len(pick), random.Random(cfg.seed)))
     cfg = dataclasses.replace(cfg, family=family.name, means=not family.scales_only, context=family.uses_context)
+    bits = parse_bits(cfg.integer_bits)
+    if bits is not None:  # the exponents, once: the networks then train around them
+        model = calibrated(model, bits, cfg.data)
+        if world.main:
+            print(f"integer-aware entropy networks ({bits[0]}-bit weights, {bits[1]}-bit activations): "
+                  f"exponents {dict(model.config.integer)}", flush=True)
     if world.main:
         torch.manual_seed(cfg.seed)
         gen = random.Random(cfg.seed)
@@ -89,6 +96,20 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
         print(f"new run {rdir} from {init or 'the shipped default model'}", flush=True)
     counters = {"megapixels": 0.0, "cpu_hours": 0.0, "wall_hours": 0.0, "before": initial_history(init)}
     return trainer, 0, gen, counters
+
+
+def calibrated(model: AecModel, bits: tuple[int, int], data: str) -> AecModel:
+    """The model with integer entropy networks of these bits, calibrated on validation images."""
+    from .data import validation_set
+    from .evaluate import coding_copy
+    from .export import CALIBRATION_IMAGES, integer_exponents
+
+    if not model.family.integer_networks:
+        raise AecError(f"the {model.family.name} family has no integer entropy networks")
+    exps = integer_exponents(coding_copy(model), validation_set(data)[:CALIBRATION_IMAGES], bits)
+    out = AecModel(model.config.with_integer(exps, bits))
+    out.load_state_dict(model.state_dict())
+    return out
 
 
 class _StopFlag:

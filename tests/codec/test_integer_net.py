@@ -71,7 +71,7 @@ def test_a_bias_beyond_the_integer_range_is_refused_and_a_vanishing_channel_beco
 def test_an_activation_exponent_fits_its_peak_exactly(peak, signed):
     f = inet.activation_exponent(peak, signed)
     top = 2 ** (inet.ACTIVATION_BITS - (1 if signed else 0)) - 1
-    assert peak * 2.0 ** f <= top < peak * 2.0 ** (f + 1)
+    assert peak * 2.0 ** f <= top and (top < peak * 2.0 ** (f + 1) or f == inet.MAX_ACTIVATION_EXPONENT)
 
 
 def _latents(weights, rgb, quality):
@@ -176,3 +176,64 @@ def test_a_weights_file_with_malformed_exponents_is_a_clear_error(shipped):
         data = save({"x": np.zeros(1, np.float32)}, metadata={**meta, "config": json.dumps({**config, "integer": integer})})
         with pytest.raises(AecError, match="weights file is malformed"):
             parse_metadata(data)
+
+
+@pytest.fixture(scope="module")
+def narrow_weights(shipped):
+    """The shipped default model with 8-bit weights and 9-bit activations (a test's calibration on
+    the package's sample image: every layer then runs in float32)."""
+    from importlib import resources
+
+    from PIL import Image
+
+    from aecodec.codec.model import AecModel
+    from aecodec.train.evaluate import coding_copy
+    from aecodec.train.export import integer_exponents
+
+    with resources.files("aecodec.data").joinpath("kodim23.png").open("rb") as f:
+        rgb = np.asarray(Image.open(f).convert("RGB"))[:256, :384]
+    exps = integer_exponents(coding_copy(AecModel.from_weights(shipped)), [("sample", rgb)], (8, 9))
+    return Weights(shipped.tensors, shipped.config.with_integer(exps, (8, 9)), "narrow-test", bytes(32), shipped.default_k)
+
+
+def test_narrow_networks_run_in_float32_and_give_float64s_bits(narrow_weights, kodak_crop, monkeypatch):
+    c = narrow_weights.coder()
+    assert c.h_s.dtypes == [np.float32] * 3 and all(wm.dtype == np.float32 for wm, _ in c.context.ep)
+    for wm, _ in c.context.ep:  # the bound that makes float32 exact holds, from the weights alone
+        assert np.abs(wm.astype(np.float64)).sum(axis=1).max() * 511 < 2 ** 24
+    assert np.abs(c.context.ep[0][0]).max() <= 128 and np.abs(c.context.ep[1][0]).max() >= 64
+    y_hat, z_hat = _latents(narrow_weights, np.asarray(kodak_crop), 1)
+    params = c.hyper_parameters(z_hat)
+    corrected = c.context.correct(params, y_hat, anchors(*y_hat.shape[1:]))
+    monkeypatch.setattr(inet, "FLOAT32_EXACT", 0.0)  # every layer in float64: the same bits
+    c64 = narrow_weights.config.family_impl.coder(narrow_weights.tensors, narrow_weights.config)  # built anew
+    assert c64.h_s.dtypes == [np.float64] * 3 and all(wm.dtype == np.float64 for wm, _ in c64.context.ep)
+    assert np.array_equal(c64.hyper_parameters(z_hat), params)
+    assert np.array_equal(c64.context.correct(params, y_hat, anchors(*y_hat.shape[1:])), corrected)
+    # the activations stay within their 9 bits
+    x = inet.quantize(z_hat.transpose(1, 2, 0).astype(np.float64), c.h_s.f[0], signed=True, bits=9)
+    assert np.abs(x).max() <= 255 and np.abs(x).max() > 0
+
+
+def test_a_layer_beyond_float32s_exact_range_stays_float64():
+    wide = np.full((100, 3), 2047.0)  # sum |w| = 204,700: times 4095 is far beyond 2^24
+    assert inet.exact_dtype((wide,), np.zeros(3), 4095) is np.float64
+    assert inet.exact_dtype((wide,), np.zeros(3), 63) is np.float32  # 12.9 M
+    assert inet.exact_dtype((wide,), np.full(3, 5e6), 63) is np.float64  # the bias counts too
+    assert inet.exact_dtype((wide[:10], np.full((200, 3), 2047.0)), np.zeros(3), 63) is np.float64  # every phase
+
+
+def test_the_config_records_narrower_bits_only():
+    base = ModelConfig(N=16, M=24, family="checkerboard")
+    exps = {"h_s": [6, 8, 9], "context": [5, 5, 7]}
+    narrow = base.with_integer(exps, (8, 9))
+    assert narrow.integer_bits == (8, 9) and ModelConfig.from_dict(narrow.to_dict()) == narrow
+    assert narrow.to_dict()["integer_bits"] == [8, 9]
+    default = base.with_integer(exps, (12, 12))
+    assert default.integer_bits is None and "integer_bits" not in default.to_dict()  # shipped configs unchanged
+    assert default.integer_bits_or_default == (12, 12) and base.with_integer(None, (8, 9)).integer_bits is None
+    for bad in ([8], [8, 1], [8, 17], [8.0, 9], "8,9"):
+        with pytest.raises(ValueError, match="integer_bits"):
+            ModelConfig.from_dict({**narrow.to_dict(), "integer_bits": bad})
+    with pytest.raises(ValueError, match="integer_bits needs"):
+        ModelConfig(N=16, M=24, family="checkerboard", integer_bits=(8, 9))

@@ -34,7 +34,7 @@ class EntropyCoder:
         self.means = not config.family_impl.scales_only
         exps = config.integer_exponents("h_s")
         self.h_s = (Program(config.layers()["h_s"], tensors, "h_s", np.float64) if exps is None
-                    else IntegerProgram(config.layers()["h_s"], tensors, "h_s", exps))
+                    else IntegerProgram(config.layers()["h_s"], tensors, "h_s", exps, config.integer_bits_or_default))
         self.medians = tensors["entropy_bottleneck.quantiles"][:, 0, 1].astype(np.float32)
         self.z_tables = tables(tensors, "entropy_bottleneck")
         self.y_tables = tables(tensors, "gaussian_conditional")
@@ -188,9 +188,12 @@ def check_range(y_hat: np.ndarray) -> None:
 
 
 def tables(tensors, prefix: str) -> tuple[list, list, list]:
-    """An entropy model's (quantized CDFs, CDF lengths, offsets) as the rANS coder takes them."""
-    return (tensors[f"{prefix}._quantized_cdf"].astype(np.int32).tolist(),
-            tensors[f"{prefix}._cdf_length"].reshape(-1).astype(np.int32).tolist(),
+    """An entropy model's (quantized CDFs, CDF lengths, offsets) as the rANS coder takes them.
+    Each CDF is cut to its length (the coder reads no further): the rows are stored padded to the
+    longest, and every coder call converts the lists anew (~1.8 ms for y's padded tables)."""
+    lengths = tensors[f"{prefix}._cdf_length"].reshape(-1).astype(np.int32).tolist()
+    cdfs = tensors[f"{prefix}._quantized_cdf"].astype(np.int32)
+    return ([row[:n].tolist() for row, n in zip(cdfs, lengths)], lengths,
             tensors[f"{prefix}._offset"].reshape(-1).astype(np.int32).tolist())
 
 

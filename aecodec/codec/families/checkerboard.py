@@ -84,43 +84,49 @@ class IntegerContext(Context64):
     """The same network as an integer network (integer_net.py): exact in any order. exponents:
     those of the 1x1 layers' inputs (the first: h_s's parameters and the convolution's output,
     signed); the convolution reads y_hat's integers as they are. None: the float network, which
-    records its peaks for calibration (`peaks`)."""
+    records its peaks for calibration (`peaks`). bits: (weight bits, activation bits); each 1x1
+    layer runs in float32 where that is exact (integer_net.exact_dtype), else float64."""
 
-    def __init__(self, tensors: dict[str, np.ndarray], M: int, exponents=None):
+    def __init__(self, tensors: dict[str, np.ndarray], M: int, exponents=None,
+                 bits: tuple[int, int] = (integer_net.WEIGHT_BITS, integer_net.ACTIVATION_BITS)):
         super().__init__(tensors, M)
+        self.wbits, self.abits = bits
         if exponents is not None and len(exponents) != len(self.ep):
             raise ValueError(f"context: {len(exponents)} activation exponents for {len(self.ep)} layers")
         self.g = None if exponents is None else [int(g) for g in exponents]
         self.peaks = [0.0] * len(self.ep)
         if self.g is not None:
-            self.ctx_w, e = integer_net.integer_weights(self.ctx_w, 0)
+            self.ctx_w, e = integer_net.integer_weights(self.ctx_w, 0, self.wbits)
             self.ctx_e = e[:, None]
             # float32 computes the convolution exactly where no partial sum can reach 2^24 (_conv)
             self.ctx_w32, self.ctx_peak = self.ctx_w.astype(np.float32), np.abs(self.ctx_w).max(axis=0)
             self.ctx_b = integer_net.integer_bias(self.ctx_b, self.ctx_e)
             ep_e = []
             for i, (wm, b) in enumerate(self.ep):
-                wm, e = integer_net.integer_weights(wm, 0)
-                self.ep[i] = (wm, integer_net.integer_bias(b, e[:, None] + self.g[i]))
+                wm, e = integer_net.integer_weights(wm, 0, self.wbits)
+                b = integer_net.integer_bias(b, e[:, None] + self.g[i])
+                dtype = integer_net.exact_dtype((wm.T,), b, integer_net.activation_top(i == 0, self.abits))
+                self.ep[i] = (wm.astype(dtype), b.astype(dtype))
                 ep_e.append(e[:, None])
             # the powers of two between exponents: h_s's parameters and the convolution's output to the
             # first 1x1 layer's input, each 1x1 layer's output to the next input, the last to real values
             pow2 = integer_net.pow2
             self.scales = ([pow2(self.g[0]), pow2(self.g[0] - self.ctx_e)]
-                           + [pow2(self.g[i + 1] - ep_e[i] - self.g[i]) for i in range(len(self.ep) - 1)]
+                           + [pow2(self.g[i + 1] - ep_e[i] - self.g[i]).astype(self.ep[i][0].dtype)
+                              for i in range(len(self.ep) - 1)]
                            + [pow2(-(ep_e[-1] + self.g[-1]))])
 
     def corrected(self, base, cols):
         if self.g is None:  # calibration: the float network, recording its peaks
             return super().corrected(base, cols, self.peaks)
-        s, q = self.scales, integer_net.requantize
+        s, q, bits = self.scales, integer_net.requantize, self.abits
         conv = self._conv(cols)  # at exponent ctx_e: y_hat's integers need no scaling
-        x = np.concatenate([q(base, s[0], signed=True), q(conv, s[1], signed=True)], axis=0)
+        x = np.concatenate([q(base, s[0], True, bits), q(conv, s[1], True, bits)], axis=0)
         for i, (wm, b) in enumerate(self.ep):
-            acc = wm @ x
+            acc = wm @ x.astype(wm.dtype, copy=False)  # integers: exact in either dtype
             acc += b
             if i < 2:
-                x = q(acc, s[i + 2], signed=False)  # the ReLU is the clip at 0
+                x = q(acc, s[i + 2], False, bits)  # the ReLU is the clip at 0
         return base + acc * s[-1]  # exact: integers below 2^53 times a power of two
 
     def _conv(self, cols: np.ndarray) -> np.ndarray:
@@ -133,14 +139,15 @@ class IntegerContext(Context64):
 
     def exponents(self) -> list[int]:
         """Calibration: the exponents that fit the peaks seen (the first input signed)."""
-        return [integer_net.activation_exponent(p, i == 0) for i, p in enumerate(self.peaks)]
+        return [integer_net.activation_exponent(p, i == 0, self.abits) for i, p in enumerate(self.peaks)]
 
 
 class CheckerboardCoder(EntropyCoder):
     def __init__(self, tensors, config):
         super().__init__(tensors, config)
         exps = config.integer_exponents("context")
-        self.context = Context64(tensors, config.M) if exps is None else IntegerContext(tensors, config.M, exps)
+        self.context = (Context64(tensors, config.M) if exps is None
+                        else IntegerContext(tensors, config.M, exps, config.integer_bits_or_default))
 
     def encode_y(self, y_hat: np.ndarray, params: np.ndarray) -> bytes:
         is_anchor = anchors(*y_hat.shape[1:])
