@@ -64,8 +64,9 @@ RUN ?= main
 RUNS ?= $(HOME)/.cache/aecodec/runs
 RUN_DIR := $(RUNS)/$(RUN)
 # recipe flags for `make train` (a new run: the whole shipped default model, its context included,
-# on 256x256 crops, bf16 autocast where it is safe, on every core; a resumed run keeps the rest of its recipe), docs/training.md
-TRAIN_FLAGS ?= --bf16 --crop 256 --threads 0
+# on 256x256 crops, bf16 autocast where it is safe, on every core, its entropy networks trained as 8-bit-weight,
+# 9-bit-activation integer networks; a resumed run keeps the rest of its recipe), docs/training.md
+TRAIN_FLAGS ?= --bf16 --crop 256 --threads 0 --integer-bits 8,9
 
 train: $(VENV)/.installed
 	@mkdir -p $(RUN_DIR)

@@ -237,3 +237,14 @@ def test_the_config_records_narrower_bits_only():
             ModelConfig.from_dict({**narrow.to_dict(), "integer_bits": bad})
     with pytest.raises(ValueError, match="integer_bits needs"):
         ModelConfig(N=16, M=24, family="checkerboard", integer_bits=(8, 9))
+
+
+def test_every_shipped_narrow_model_runs_its_entropy_networks_in_float32():
+    from aecodec.codec.zoo import shipped_models
+
+    narrow = [n for n in shipped_models() if Weights.shipped(n).config.integer_bits]
+    assert narrow  # aec-cb-128-192-r10 (0.16.0) on
+    for name in narrow:
+        c = Weights.shipped(name).coder()
+        assert c.h_s.dtypes == [np.float32] * len(c.h_s.steps), name
+        assert all(wm.dtype == np.float32 for wm, _ in c.context.ep), name
