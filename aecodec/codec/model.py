@@ -60,6 +60,10 @@ class AecModel(nn.Module):
         init = torch.exp(torch.linspace(math.log(0.5), math.log(4.0), Q))
         self.gain = nn.Parameter(init[:, None].repeat(1, M))
         self.inv_gain = nn.Parameter((1.0 / init)[:, None].repeat(1, M))
+        if config.integer_bits is not None:  # trained as the coder's narrow integer networks: computed so
+            from .integer_torch import make_integer_aware
+
+            make_integer_aware(self)
 
     @property
     def channels(self) -> int:

@@ -14,6 +14,19 @@ RUNS_DIR = Path(os.environ.get("AECODEC_RUNS", Path.home() / ".cache" / "aecodec
 DATA_ENV = "AECODEC_TRAIN_DATA"  # the training folder when --data is not given
 
 
+def parse_integer_bits(text: str) -> tuple[int, int] | None:
+    """--integer-bits: "8,9" -> (8, 9); "" -> None (float entropy networks)."""
+    if not text:
+        return None
+    try:
+        w, a = (int(v) for v in text.split(","))
+    except ValueError:
+        raise AecError(f"--integer-bits takes WEIGHT_BITS,ACTIVATION_BITS (e.g. 8,9), not {text!r}") from None
+    if not (2 <= w <= 16 and 2 <= a <= 16):
+        raise AecError("--integer-bits: each bit count in 2..16")
+    return w, a
+
+
 @dataclass
 class TrainConfig:
     data: str = ""               # the training folder (required for a new run)
@@ -27,7 +40,7 @@ class TrainConfig:
     # new runs: the source's transforms widened function-preservingly (train/grow.py), e.g.
     # "g_s=192" gives g_s's hidden layers 192 channels; "" = as the source
     widen: str = ""
-    # the entropy networks trained for the integer arithmetic they are coded with (train/integer_aware.py),
+    # the entropy networks trained for the integer arithmetic they are coded with (codec/integer_torch.py),
     # "WEIGHT_BITS,ACTIVATION_BITS", e.g. "8,9" (float32-exact: twice as fast to code); "" = float networks
     integer_bits: str = ""
     batch: int = 8

@@ -28,10 +28,9 @@ from . import distributed
 from .checkpoint import (STATE_FILE, grown, initial_history, load_state, rank_generator, read_meta, save_state,
                          source_weights, training_totals)
 from .distributed import World
-from .config import RUNS_DIR, TrainConfig
+from .config import RUNS_DIR, TrainConfig, parse_integer_bits
 from .data import CropSampler, split
 from .grow import widen, widened
-from .integer_aware import parse_bits
 from .latent_cache import LatentCache, keep, step_inputs
 from .step import Trainer, draw_k
 
@@ -80,12 +79,14 @@ def start_or_resume(rdir: Path, cfg_override: dict, init: str | None, world: Wor
         torch.manual_seed(cfg.seed)  # the same arrangement on every rank
         family.arrange(model, CropSampler(pick, cfg.crop).batch(len(pick), random.Random(cfg.seed)))
     cfg = dataclasses.replace(cfg, family=family.name, means=not family.scales_only, context=family.uses_context)
-    bits = parse_bits(cfg.integer_bits)
+    bits = parse_integer_bits(cfg.integer_bits)
     if bits is not None:  # the exponents, once: the networks then train around them
         model = calibrated(model, bits, cfg.data)
         if world.main:
             print(f"integer-aware entropy networks ({bits[0]}-bit weights, {bits[1]}-bit activations): "
                   f"exponents {dict(model.config.integer)}", flush=True)
+    elif model.config.integer_bits:  # a narrow source, trained on as float networks: 12-bit at export
+        model = _with_config(model, model.config.with_integer(None))
     if world.main:
         torch.manual_seed(cfg.seed)
         gen = random.Random(cfg.seed)
@@ -107,7 +108,11 @@ def calibrated(model: AecModel, bits: tuple[int, int], data: str) -> AecModel:
     if not model.family.integer_networks:
         raise AecError(f"the {model.family.name} family has no integer entropy networks")
     exps = integer_exponents(coding_copy(model), validation_set(data)[:CALIBRATION_IMAGES], bits)
-    out = AecModel(model.config.with_integer(exps, bits))
+    return _with_config(model, model.config.with_integer(exps, bits))
+
+
+def _with_config(model: AecModel, config) -> AecModel:
+    out = AecModel(config)  # integer-aware where the config has integer_bits (codec/integer_torch.py)
     out.load_state_dict(model.state_dict())
     return out
 

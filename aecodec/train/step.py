@@ -53,10 +53,6 @@ class Trainer:
                  device: torch.device = torch.device("cpu")):
         self.model = model.to(device)
         self.cfg = cfg
-        if cfg.integer_bits:  # before `wrap`: every process computes the same integer networks
-            from .integer_aware import make_integer_aware
-
-            make_integer_aware(self.model)
         self.world = world
         self.net = wrap(self.model, world, device)  # what the forward pass runs through
         named = list(model.named_parameters())

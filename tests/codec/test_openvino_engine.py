@@ -14,9 +14,10 @@ from aecodec.codec import coder, engines
 from aecodec.codec.engines.openvino_engine import subpixel_weights
 from aecodec.errors import AecError
 
-# docs/performance.md: bf16 pixels within one level of float32 (on ~13 % of values), which costs
-# ~0.01 dB on Kodak's averages and up to 0.13 dB on a smooth crop coded at 45 dB
-BF16_MAX_LEVELS, BF16_MAX_DIFFERING, BF16_MAX_DB_LOSS = 1, 0.2, 0.15
+# docs/performance.md: bf16 pixels within one level of float32 on ~13 % of values with -r9, within
+# two levels on ~19 % with -r10 (all Kodak, q1/q4/q8: 0.014 dB lost on average at q8, 0.061 dB on
+# the worst image), and up to 0.13 dB on a smooth crop coded at 45 dB
+BF16_MAX_LEVELS, BF16_MAX_DIFFERING, BF16_MAX_DB_LOSS = 2, 0.25, 0.15
 
 
 @pytest.mark.parametrize("c_in,c_out,size", [(24, 3, (5, 7)), (8, 20, (1, 1)), (16, 16, (4, 9))])

@@ -1,6 +1,6 @@
-"""Integer-aware training (train/integer_aware.py): the torch entropy networks compute exactly what
-the coder's integer networks compute, and a run trained that way keeps its bits and exponents
-through resume and export."""
+"""Integer-aware entropy networks (codec/integer_torch.py): the torch entropy networks of a model with
+integer_bits compute exactly what the coder's integer networks compute, and a run trained that
+way keeps its bits and exponents through resume and export."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +12,8 @@ from aecodec.codec.model import AecModel
 from aecodec.codec.weights import Weights
 from aecodec.errors import AecError
 from aecodec.train.checkpoint import STATE_FILE, read_meta
-from aecodec.train.integer_aware import make_integer_aware, parse_bits
+from aecodec.codec.integer_torch import make_integer_aware
+from aecodec.train.config import parse_integer_bits as parse_bits
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +40,29 @@ def test_the_integer_aware_networks_compute_the_coders_values_exactly(narrow, ko
     is_anchor = anchors(*y_hat.shape[1:])
     corrected = coder.context.correct(params, y_hat, is_anchor)
 
-    model = AecModel.from_weights(narrow).eval()
-    make_integer_aware(model)
+    model = AecModel.from_weights(narrow).eval()  # integer-aware: its config has integer_bits
     got = model.h_s(torch.from_numpy(z_hat)[None]).double()[0].numpy()
     assert np.array_equal(got, params)
     out = model.context(torch.from_numpy(params).float()[None], torch.from_numpy(y_hat)[None])[0].double().numpy()
     assert np.array_equal(out[:, ~is_anchor], corrected)
     assert np.array_equal(out[:, is_anchor], params[:, is_anchor].astype(np.float32))
-    plain = AecModel.from_weights(narrow).eval()  # the float networks differ: the rounding is real
-    assert not np.array_equal(plain.h_s(torch.from_numpy(z_hat)[None]).double()[0].numpy(), params)
+    plain = AecModel(narrow.config.with_integer(None))  # the float networks differ: the rounding is real
+    plain.load_state_dict(model.state_dict())
+    assert not np.array_equal(plain.eval().h_s(torch.from_numpy(z_hat)[None]).double()[0].numpy(), params)
+    # a copy computes with its own weights (the integer forwards are bound methods)
+    import copy
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.h_s[0].weight.mul_(0.5)
+    assert not np.array_equal(twin.h_s(torch.from_numpy(z_hat)[None]).double()[0].numpy(), params)
+    assert np.array_equal(model.h_s(torch.from_numpy(z_hat)[None]).double()[0].numpy(), params)
+    make_integer_aware(model)  # idempotent
+    assert np.array_equal(model.h_s(torch.from_numpy(z_hat)[None]).double()[0].numpy(), params)
 
 
 def test_rounding_passes_gradients_straight_through_and_none_where_clipped():
-    from aecodec.train.integer_aware import activations
+    from aecodec.codec.integer_torch import activations
 
     x = torch.tensor([0.3, -0.3, 1000.0], requires_grad=True)
     activations(x, 2, False, 8).sum().backward()
