@@ -64,9 +64,11 @@ RUN ?= main
 RUNS ?= $(HOME)/.cache/aecodec/runs
 RUN_DIR := $(RUNS)/$(RUN)
 # recipe flags for `make train` (a new run: the whole shipped default model, its context included,
-# on 256x256 crops, bf16 autocast where it is safe, on every core, its entropy networks trained as 8-bit-weight,
-# 9-bit-activation integer networks; a resumed run keeps the rest of its recipe), docs/training.md
-TRAIN_FLAGS ?= --bf16 --crop 256 --threads 0 --integer-bits 8,9
+# on 256x256 crops, bf16 autocast where it is safe, on every core; a resumed run keeps the rest of its recipe), docs/training.md
+TRAIN_FLAGS ?= --bf16 --crop 256 --threads 0
+# and for a new run only: its entropy networks trained as 8-bit-weight, 9-bit-activation integer networks
+# (a run keeps its architecture, so an older float run resumes as it is)
+NEW_RUN_FLAGS ?= --integer-bits 8,9
 
 train: $(VENV)/.installed
 	@mkdir -p $(RUN_DIR)
@@ -74,6 +76,7 @@ train: $(VENV)/.installed
 	  echo "run $(RUN) is already going (pid $$(cat $(RUN_DIR)/pid))"; \
 	else \
 	  AECODEC_RUNS=$(RUNS) AECODEC_TRAIN_DATA=$(TRAIN_DATA) nohup nice -n 19 $(VENV)/bin/aecodec train $(RUN) --quiet $(TRAIN_FLAGS) \
+	    $$([ -f $(RUN_DIR)/state.safetensors ] || echo "$(NEW_RUN_FLAGS)") \
 	    >> $(RUN_DIR)/train.out 2>&1 & echo $$! > $(RUN_DIR)/pid; \
 	  echo "run $(RUN) started (pid $$(cat $(RUN_DIR)/pid)); log: $(RUN_DIR)/log.csv, output: $(RUN_DIR)/train.out"; \
 	fi
