@@ -31,7 +31,7 @@ on activations and < 2^37 for the context's convolution (|y_hat| < SYMBOL_LIMIT 
 |bias| < 2^40 (checked at load): far below 2^53.
 
 Fewer bits run twice as fast: a model may record narrower weights and activations (its config's
-`integer_bits`, e.g. 8 / 8, trained for them). A layer whose every output's sum of |weight| x the
+`integer_bits`, e.g. 8 / 9, trained for them). A layer whose every output's sum of |weight| x the
 largest input its activation range allows, plus |bias|, stays below 2^24 runs in float32: then
 every product and partial sum is an integer float32 holds exactly, in any order, so its results
 are the float64 path's bit for bit. Which path a layer takes is decided at load from its weights
