@@ -30,11 +30,8 @@ from .families.base import likelihoods
 from .layers import build
 from .spec import ModelConfig
 
-# The Gaussian conditional's scale table for new exports: 256 log-spaced scales over Balle's and
-# CompressAI's range (they use 64). The coder rounds each scale up to the next entry, which costs
-# ~0.4-1.3 % of y's bits with 64 and ~0.1-0.2 % with 256: -0.6 points of validation BD-rate with
-# the same networks (docs/lab, #19). A weights file carries its own table: shipped models keep theirs.
-SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 256
+# The Gaussian conditional's scale table: 64 log-spaced scales, as in Balle's and CompressAI's models.
+SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 64
 _CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
