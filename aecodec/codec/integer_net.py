@@ -116,6 +116,13 @@ def requantize(x: np.ndarray, scale: np.ndarray, signed: bool, bits: int = ACTIV
     return np.clip(out, -top if signed else 0.0, top, out=out)
 
 
+def signed_inputs(layers) -> list[bool]:
+    """Per weighted layer of a spec's layer list: whether its input can be negative (the first, or
+    no ReLU before it)."""
+    weighted = [i for i, layer in enumerate(layers) if layer.has_weights]
+    return [n == 0 or layers[i - 1].op != "relu" for n, i in enumerate(weighted)]
+
+
 class IntegerProgram:
     """A transform's layers (spec.py: conv, deconv, relu) as an integer network on (H, W, C)
     arrays. input_exponents: the exponent of each weighted layer's input, from the model's config;
@@ -130,7 +137,7 @@ class IntegerProgram:
         self.f = None if input_exponents is None else [int(f) for f in input_exponents]
         self.wbits, self.abits = bits
         relus = [i + 1 < len(layers) and layers[i + 1].op == "relu" for i in weighted]
-        self.signed = [True] + [not r for r in relus[:-1]]  # whether each layer's input can be negative
+        self.signed = signed_inputs(layers)
         self.steps = []  # (layer, matrix, exponent per output channel, bias, ReLU after it)
         self.dtypes = []  # each layer's arithmetic
         for n, i in enumerate(weighted):

@@ -18,7 +18,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from .integer_net import MAX_EXPONENT, activation_top
+from .integer_net import MAX_EXPONENT, activation_top, signed_inputs
 
 
 def _round(x: torch.Tensor) -> torch.Tensor:
@@ -75,14 +75,12 @@ def make_integer_aware(model) -> None:
     names and the state dict stay as they are."""
     config = model.config
     bits = config.integer_bits_or_default
-    modules = list(model.h_s)
-    layers = [m for m in modules if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    layers = [m for m in model.h_s if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     exps = config.integer_exponents("h_s")
     if exps is None or len(exps) != len(layers):
         raise ValueError("integer-aware networks need the model's h_s exponents (calibrate first)")
-    for n, layer in enumerate(layers):
-        i = modules.index(layer)  # an input can be negative where no ReLU precedes it (IntegerProgram)
-        layer._integer = (exps[n], i == 0 or not isinstance(modules[i - 1], torch.nn.ReLU), bits)
+    for layer, exponent, signed in zip(layers, exps, signed_inputs(config.layers()["h_s"])):
+        layer._integer = (exponent, signed, bits)
         layer.forward = types.MethodType(_integer_conv, layer)
     if not config.family_impl.uses_context:
         return
