@@ -30,9 +30,19 @@ from .families.base import likelihoods
 from .layers import build
 from .spec import ModelConfig
 
-# The Gaussian conditional's scale table: 64 log-spaced scales, as in Balle's and CompressAI's models.
-SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 64
+# The Gaussian conditional's scale table: log-spaced scales, as in Balle's and CompressAI's models,
+# but 256 of them rather than their 64: the coder rounds each scale up to the next entry, which
+# cost 0.4-1.3 % of y's bits with 64 (docs/lab, #19). Models exported before 0.17 carry 64; every
+# file carries its own table, so the coder reads either.
+SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 256
 _CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+# The coding tables that update() derives from the weights: exported weights files carry them,
+# run states do not (a model without them rebuilds them before it codes).
+DERIVED_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
+def is_derived_table(key: str) -> bool:
+    return key.startswith(("entropy_bottleneck.", "gaussian_conditional.")) and key.rsplit(".", 1)[-1] in DERIVED_TABLES
 
 
 def get_scale_table() -> torch.Tensor:
@@ -150,12 +160,16 @@ class AecModel(nn.Module):
         return self.gaussian_conditional.update_scale_table(scale_table, force=force) or updated
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        # CDF tables are sized by the weights that fill them: empty buffers take the saved shape.
+        # CDF tables are sized by the weights that fill them: empty buffers take the saved shape;
+        # a state without the derived tables (a run state's) keeps this model's own.
+        state_dict = dict(state_dict)
         for prefix, module in (("entropy_bottleneck", self.entropy_bottleneck),
                                ("gaussian_conditional", self.gaussian_conditional)):
             for name in _CDF_BUFFERS:
                 saved, buf = state_dict.get(f"{prefix}.{name}"), getattr(module, name, None)
-                if saved is not None and buf is not None and buf.numel() == 0:
+                if saved is None and buf is not None and name in DERIVED_TABLES:
+                    state_dict[f"{prefix}.{name}"] = buf
+                elif saved is not None and buf is not None and buf.numel() == 0:
                     buf.resize_(saved.size())
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 

@@ -1,7 +1,8 @@
 """Model weights: safetensors files (never pickle), their digests, and the shipped model zoo.
 
 An exported weights file holds the network (convolutions in float16, everything else float32),
-the entropy models' quantized CDF tables, and metadata: model name, architecture and the default
+the entropy models' quantized CDF tables (since 0.17 each model's rows cut to their lengths and
+concatenated: `<model>._quantized_cdf_rows`; before, padded to the longest), and metadata: model name, architecture and the default
 k per quality. Its SHA-256 is the model's identity: the bitstream records the first 8 bytes, and a
 shipped file whose digest differs from the manifest is refused as tampered.
 """
@@ -41,6 +42,7 @@ def export_bytes(model, name: str, default_k: list[int], extra: dict | None = No
         if t.is_floating_point():
             t = t.half() if _is_half_safe(key, model.config) else t.float()
         tensors[key] = t
+    pack_tables(tensors)
     meta = {
         "format": "aecodec-weights-1",
         "name": name,
@@ -49,6 +51,46 @@ def export_bytes(model, name: str, default_k: list[int], extra: dict | None = No
     }
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     return save(tensors, metadata=meta)
+
+
+_PACKED = "._quantized_cdf_rows"
+
+
+def pack_tables(tensors: dict) -> None:
+    """Replace each entropy model's padded CDF table by its rows cut to their lengths, one after
+    another (256 scales padded to 3,133 entries would be 3.2 MB; cut, 0.4 MB)."""
+    for key in [k for k in tensors if k.endswith("._quantized_cdf")]:
+        prefix = key[: -len("._quantized_cdf")]
+        cdf, lengths = tensors.pop(key), tensors[f"{prefix}._cdf_length"].reshape(-1).tolist()
+        tensors[prefix + _PACKED] = _concat([row[:n] for row, n in zip(cdf, lengths)])
+
+
+def _concat(rows):
+    if rows and hasattr(rows[0], "numpy"):
+        import torch
+
+        return torch.cat(rows).contiguous()
+    import numpy as np
+
+    return np.concatenate(rows)
+
+
+def unpack_tables(tensors: dict) -> None:
+    """pack_tables undone: the padded (rows, longest) int32 table that CompressAI's entropy models
+    hold. Files from before 0.17 hold it already."""
+    import numpy as np
+
+    for key in [k for k in tensors if k.endswith(_PACKED)]:
+        prefix = key[: -len(_PACKED)]
+        flat, lengths = tensors.pop(key), tensors.get(f"{prefix}._cdf_length")
+        if lengths is None or flat.ndim != 1 or lengths.size == 0:
+            raise AecError(f"weights file is malformed: {prefix}'s CDF table")
+        lengths = lengths.reshape(-1).astype(np.int64)
+        if lengths.min() < 1 or int(lengths.sum()) != flat.size or lengths.size * int(lengths.max()) > 2 ** 24:
+            raise AecError(f"weights file is malformed: {prefix}'s CDF lengths do not fit its table")
+        table = np.zeros((lengths.size, int(lengths.max())), np.int32)
+        table[np.arange(table.shape[1]) < lengths[:, None]] = flat  # row-major: each row's first n
+        tensors[f"{prefix}._quantized_cdf"] = table
 
 
 def read_metadata(data: bytes) -> dict:
@@ -137,6 +179,7 @@ class Weights:
             tensors = load(data)
         except (ValueError, SafetensorError) as e:
             raise AecError(f"weights file is malformed: {e}") from None
+        unpack_tables(tensors)
         return cls(tensors, config, name, file_digest, default_k)
 
     @classmethod

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..codec import families
-from ..codec.model import AecModel
+from ..codec.model import AecModel, is_derived_table
 from ..codec.spec import ModelConfig
 from ..codec.weights import DEFAULT_MODEL, Weights, read_metadata, shipped_model_bytes
 from ..errors import AecError
@@ -47,7 +47,9 @@ def _unflat_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, gr
 
 
 def save_state(path: Path, trainer: Trainer, step: int, gen: random.Random, counters: dict) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
+    # the coding tables are left out: derived from the weights, rebuilt by whatever codes (3 MB)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()
+               if not is_derived_table(k)}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in trainer.ema.items()})
     groups = _flat_optimizer("opt", trainer.opt, tensors)
     aux_groups = _flat_optimizer("aux", trainer.aux_opt, tensors)
