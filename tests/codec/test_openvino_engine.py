@@ -127,3 +127,32 @@ def test_openvino_through_the_environment(kodak_crop, monkeypatch):
     img = np.asarray(kodak_crop)
     data = coder.encode(img, "RGB", 4)
     assert psnr(img, coder.decode(data)[0]) > 30
+
+
+def test_gdn_square_root_and_product_stay_float32_under_bf16():
+    """The (I)GDN's square root and product are built as "precise" nodes: compiled for bf16 they
+    run in float32 (most of bf16's loss came from rounding them: docs/performance.md), the
+    convolutions in bf16. The square root is fused into the norm's convolution, which then
+    writes float32 instead of bf16."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    from aecodec.codec.engines import openvino_engine
+    from aecodec.codec.spec import gdn
+    from aecodec.codec.weights import Weights
+
+    if not openvino_engine.bf16_capable():
+        pytest.skip("this CPU has no native bf16: the engine runs float32 throughout")
+    tensors = Weights.shipped().tensors
+    for layer, prefix in ((gdn(128, inverse=True), "g_s"), (gdn(128), "g_a")):
+        index = next(i for i, l in enumerate(Weights.shipped().config.layers()[prefix]) if l.op == layer.op)
+        model = openvino_engine.build([layer], tensors, prefix, 128, index)
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+        runs = {}  # an original node's name -> (runtime precision, output precision) of what runs it
+        for node in compiled.get_runtime_model().get_ordered_ops():
+            info = node.get_rt_info()
+            for original in info["originalLayersNames"].astype(str).split(","):
+                runs[original] = (info["runtimePrecision"].astype(str), info["outputPrecisions"].astype(str))
+        conv = next(n.get_friendly_name() for n in model.get_ordered_ops() if n.get_type_name() == "Convolution")
+        assert runs[f"{prefix}.{index}.sqrt"][1] == "f32" and runs[f"{prefix}.{index}.normalize"] == ("f32", "f32"), runs
+        assert runs[conv][0] == "bf16", runs

@@ -12,7 +12,11 @@ bf16 where it costs least: g_a's layers that the spec marks `f32` (the first, on
 the last, y, which the gate rounds) run in float32 segments of their own; g_s runs in bf16 whole
 (a float32 segment for its last layer cost 0.09 s of 0.21 on kodim23), with its output centred on
 zero (bias - 0.5, then + 0.5 in float32), which halves bf16's rounding of the pixels: on Kodak
-quality 8 that took the loss against float32 from 0.024 to 0.010 dB. bf16 changes pixels, never
+quality 8 that took the loss against float32 from 0.024 to 0.010 dB. Inside bf16, each (I)GDN's
+square root and its product (or quotient) with the input stay float32 (nodes marked "precise";
+the squares and the convolution stay bf16, which cost nothing measurable): with `-r10`, the worst
+Kodak image's loss at q8 fell from 0.061 to 0.033 dB and the share of differing values from 25 to
+22 %, for ~4 % of the decode's time (docs/performance.md). bf16 changes pixels, never
 decodability: the entropy parameters are the float64 coder's, as in every engine.
 """
 from __future__ import annotations
@@ -42,12 +46,48 @@ def subpixel_weights(w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.nd
     return phases.reshape(4 * c_out, c_in, 3, 3), np.repeat(bias.astype(np.float32), 4)
 
 
-def build(layers, tensors: dict, prefix: str, channels_in: int, start: int = 0):
+# Python cannot mark a node it builds "precise" (ov::DisableFP16Compression, which keeps it in
+# float32 under a bf16 inference precision: rt_info takes strings and ints only), but an IR can:
+# a precise node comes from a one-node IR, rewired into the graph.
+_DIMS = "<dim>-1</dim>" * 4
+
+
+def _precise_ir(op_type: str, arity: int) -> bytes:
+    port = lambda i: f'<port id="{i}" precision="FP32">{_DIMS}</port>'  # noqa: E731
+    params = "".join(f'<layer id="{i}" name="x{i}" type="Parameter" version="opset1"><data shape="?,?,?,?" '
+                     f'element_type="f32"/><output>{port(0)}</output></layer>' for i in range(arity))
+    node = (f'<layer id="{arity}" name="node" type="{op_type}" version="opset1"><rt_info><attribute name="precise" '
+            f'version="0"/></rt_info><input>{"".join(port(i) for i in range(arity))}</input>'
+            f'<output>{port(arity)}</output></layer>')
+    result = f'<layer id="{arity + 1}" name="y" type="Result" version="opset1"><input>{port(0)}</input></layer>'
+    edges = "".join(f'<edge from-layer="{i}" from-port="0" to-layer="{arity}" to-port="{i}"/>' for i in range(arity))
+    edges += f'<edge from-layer="{arity}" from-port="{arity}" to-layer="{arity + 1}" to-port="0"/>'
+    return (f'<?xml version="1.0"?><net name="precise" version="11"><layers>{params}{node}{result}</layers>'
+            f'<edges>{edges}</edges></net>').encode()
+
+
+def precise(core, name: str, op_type: str, *inputs):
+    """An elementwise node (Sqrt, Multiply, Divide) on `inputs`, named `name`, kept in float32 when
+    the model is compiled for bf16."""
+    import openvino as ov
+
+    template = core.read_model(_precise_ir(op_type, len(inputs)), ov.Tensor(np.zeros(0, np.uint8)))
+    node = next(n for n in template.get_ordered_ops() if n.get_type_name() == op_type)
+    del template  # its Result goes: the node's only consumers are the graph's
+    for i, x in enumerate(inputs):
+        node.input(i).replace_source_output(x.output(0))
+    node.validate_and_infer_types()
+    node.set_friendly_name(name)
+    return node
+
+
+def build(layers, tensors: dict, prefix: str, channels_in: int, start: int = 0, core=None):
     """A spec's layer list (from layer `start` of the transform) as an OpenVINO model on
     (1, C, H, W) float32 of any H, W."""
     import openvino as ov
     import openvino.opset13 as op
 
+    core = core or ov.Core()
     x = op.parameter([1, channels_in, -1, -1], np.float32, name="x")
     h = x
     for i, layer in enumerate(layers, start):
@@ -65,9 +105,10 @@ def build(layers, tensors: dict, prefix: str, channels_in: int, start: int = 0):
                 tensors[f"{name}.beta"], tensors[f"{name}.beta_reparam.lower_bound.bound"],
                 tensors[f"{name}.beta_reparam.pedestal"], tensors[f"{name}.gamma"],
                 tensors[f"{name}.gamma_reparam.lower_bound.bound"], tensors[f"{name}.gamma_reparam.pedestal"])
-            norm = op.convolution(op.multiply(h, h), _const(gamma_t.T[:, :, None, None]), [1, 1], [0, 0], [0, 0], [1, 1])
-            norm = op.sqrt(op.add(norm, _const(beta.reshape(1, -1, 1, 1))))
-            h = op.multiply(h, norm) if layer.op == "igdn" else op.divide(h, norm)
+            squares = op.multiply(h, h)
+            norm = op.convolution(squares, _const(gamma_t.T[:, :, None, None]), [1, 1], [0, 0], [0, 0], [1, 1])
+            norm = precise(core, f"{name}.sqrt", "Sqrt", op.add(norm, _const(beta.reshape(1, -1, 1, 1))))
+            h = precise(core, f"{name}.normalize", "Multiply" if layer.op == "igdn" else "Divide", h, norm)
         elif layer.op == "relu":
             h = op.relu(h)
         else:
@@ -126,7 +167,7 @@ class OpenVinoEngine(NumpyEngine):
         for name, c in (("g_a", 3), ("g_s", weights.config.M)):
             self.segments[name] = []
             for start, stop, f32 in _segments(layers[name], self.precision == "bf16" and name == "g_a"):
-                model = build(layers[name][start:stop], tensors, name, c, start)
+                model = build(layers[name][start:stop], tensors, name, c, start, core)
                 precision = {**config, "INFERENCE_PRECISION_HINT": "f32" if f32 else self.precision}
                 self.segments[name].append(core.compile_model(model, "CPU", precision))
                 c = next((l.cout for l in reversed(layers[name][start:stop]) if l.has_weights), c)
