@@ -13,7 +13,7 @@ from importlib import resources
 from .._version import __version__
 from ..errors import AecError
 
-DEFAULT_MODEL = "aec-cb-128-192-r10"
+DEFAULT_MODEL = "aec-cb-128-192-r11"
 
 
 def shipped_models() -> dict:
