@@ -87,10 +87,12 @@ def cmd_export(args) -> int:
     if not src.exists():
         raise AecError(f"{args.source}: no such run or file")
     model = initial_model(str(src))  # EMA weights of a run state, or a weights file
-    extra, trained_integer = {}, False
+    # a model trained integer-aware (a run's or an export's: its config records the narrow bits)
+    # keeps the exponents and bits it trained with; others are calibrated here, at their bits
+    trained_integer = model.config.integer is not None and model.config.integer_bits is not None
+    extra = {}
     try:
         meta = read_meta(src)
-        trained_integer = bool(meta["config"].get("integer_bits"))
         extra = {"train_steps": meta["step"], "train_megapixels": round(meta["counters"]["megapixels"]),
                  "train_history": json.dumps(training_totals(meta["step"], meta["counters"]))}
         run_data = meta["config"]["data"]
@@ -98,8 +100,9 @@ def cmd_export(args) -> int:
         run_data = None
     coder = coding_copy(model)
     images = validation_set(args.data or run_data or data_dir(None, "calibrating and choosing k"))[: args.k_images]
-    if not trained_integer:  # a run trained integer-aware keeps the exponents it trained with
-        coder.config = coder.config.with_integer(integer_exponents(coder, images))
+    if not trained_integer:
+        bits = coder.config.integer_bits
+        coder.config = coder.config.with_integer(integer_exponents(coder, images, bits), bits)
     if args.default_k in (None, "auto"):
         default_k = choose_default_k(coder, images)
     else:

@@ -242,8 +242,10 @@ def test_the_config_records_narrower_bits_only():
 def test_every_shipped_narrow_model_runs_its_entropy_networks_in_float32():
     from aecodec.codec.zoo import shipped_models
 
+    from aecodec.codec.zoo import DEFAULT_MODEL
+
     narrow = [n for n in shipped_models() if Weights.shipped(n).config.integer_bits]
-    assert narrow  # aec-cb-128-192-r10 (0.16.0) on
+    assert DEFAULT_MODEL in narrow  # every default since aec-cb-128-192-r10 (0.16.0): the fast entropy stage
     for name in narrow:
         c = Weights.shipped(name).coder()
         assert c.h_s.dtypes == [np.float32] * len(c.h_s.steps), name

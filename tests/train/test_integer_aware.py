@@ -94,3 +94,6 @@ def test_cli_integer_aware_run_keeps_its_bits_and_exponents(photo_dir, tiny_weig
     assert loaded.config.integer_bits == (8, 9) and dict(loaded.config.integer) == {k: tuple(v) for k, v in exps.items()}
     c = loaded.coder()
     assert c.h_s.abits == 9 and c.context.abits == 9
+    again = tmp_path / "again.safetensors"  # an export of an export (new tables, say) keeps them too
+    assert cli_main(["export", str(w), "-o", str(again), "--default-k", "8", "--data", str(photo_dir)]) == 0
+    assert Weights.from_file(again).config == loaded.config

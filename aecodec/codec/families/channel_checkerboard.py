@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import numpy_ops as ops
 from ..rans import RansDecoder
-from .base import check_range, encode_symbols, guard, y_symbols
+from .base import check_range, encode_symbols, guard, rows_for, y_symbols
 from .checkerboard import Checkerboard, CheckerboardCoder, anchors
 from .mean_scale import MeanScale
 from .registry import register
@@ -119,19 +119,20 @@ class ChannelCheckerboardCoder(CheckerboardCoder):
         decoder = RansDecoder()
         decoder.set_stream(guard(y_bytes, M * h * w))
         y_hat = np.zeros((M, h, w), np.float32)
-        symbols, index_list = [], []
+        symbols, indexes, index_list = [], [], []
 
         def code_pass(ix, means, channels, where):
             listed = ix.ravel().tolist()
-            sym = np.asarray(decoder.decode_stream(listed, *self.y_tables), np.int32)
+            sym = np.asarray(decoder.decode_stream(listed, *rows_for(self.y_tables, ix)), np.int32)
             block = y_hat[channels]  # a view: the pass is decoded in place
             block[:, where] = sym.reshape(ix.shape) + means
             check_range(block)
             symbols.append(sym)
+            indexes.append(ix.ravel())
             index_list.extend(listed)
 
         self._passes(params, y_hat, code_pass)
-        if encode_symbols(np.concatenate(symbols), None, self.y_tables, index_list) != y_bytes:
+        if encode_symbols(np.concatenate(symbols), np.concatenate(indexes), self.y_tables, index_list) != y_bytes:
             raise ValueError("latent stream does not decode cleanly")
         return y_hat
 

@@ -18,7 +18,7 @@ import numpy as np
 from .. import integer_net, numpy_ops as ops
 from ..rans import RansDecoder
 from .registry import register
-from .base import EntropyCoder, check_range, encode_symbols, guard, y_symbols
+from .base import EntropyCoder, check_range, encode_symbols, guard, rows_for, y_symbols
 from .mean_scale import MeanScale
 
 # The 12 offsets of a 5x5 window around a non-anchor position that land on anchors ((dy + dx)
@@ -165,15 +165,16 @@ class CheckerboardCoder(EntropyCoder):
         y_hat = np.zeros((M, h, w), np.float32)
         ix_a, m_a = self.indexes_means(params[:, is_anchor])
         list_a = ix_a.ravel().tolist()
-        sym_a = np.asarray(decoder.decode_stream(list_a, *self.y_tables), np.int32)
+        sym_a = np.asarray(decoder.decode_stream(list_a, *rows_for(self.y_tables, ix_a)), np.int32)
         y_hat[:, is_anchor] = sym_a.reshape(ix_a.shape) + m_a
         check_range(y_hat)
         ix_n, m_n = self.indexes_means(self.context.correct(params, y_hat, is_anchor))
         list_n = ix_n.ravel().tolist()
-        sym_n = np.asarray(decoder.decode_stream(list_n, *self.y_tables), np.int32)
+        sym_n = np.asarray(decoder.decode_stream(list_n, *rows_for(self.y_tables, ix_n)), np.int32)
         y_hat[:, ~is_anchor] = sym_n.reshape(ix_n.shape) + m_n
         check_range(y_hat)
-        if encode_symbols(np.concatenate([sym_a, sym_n]), None, self.y_tables, list_a + list_n) != y_bytes:
+        both = np.concatenate([ix_a.ravel(), ix_n.ravel()])
+        if encode_symbols(np.concatenate([sym_a, sym_n]), both, self.y_tables, list_a + list_n) != y_bytes:
             raise ValueError("latent stream does not decode cleanly")
         return y_hat
 
