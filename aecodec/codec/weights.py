@@ -2,8 +2,8 @@
 
 An exported weights file holds the network (convolutions in float16, everything else float32),
 the entropy models' quantized CDF tables (since 0.17 each model's rows cut to their lengths and
-concatenated: `<model>._quantized_cdf_rows`; before, padded to the longest), and metadata: model name, architecture and the default
-k per quality. Its SHA-256 is the model's identity: the bitstream records the first 8 bytes, and a
+concatenated, `<model>._quantized_cdf_rows`; before, padded to the longest), and metadata: model
+name, architecture and the default k per quality. Its SHA-256 is the model's identity: the bitstream records the first 8 bytes, and a
 shipped file whose digest differs from the manifest is refused as tampered.
 """
 from __future__ import annotations
@@ -57,22 +57,14 @@ _PACKED = "._quantized_cdf_rows"
 
 
 def pack_tables(tensors: dict) -> None:
-    """Replace each entropy model's padded CDF table by its rows cut to their lengths, one after
-    another (256 scales padded to 3,133 entries would be 3.2 MB; cut, 0.4 MB)."""
+    """Replace each entropy model's padded CDF table (torch) by its rows cut to their lengths, one
+    after another (256 scales padded to 3,133 entries would be 3.2 MB; cut, 0.4 MB)."""
+    import torch
+
     for key in [k for k in tensors if k.endswith("._quantized_cdf")]:
         prefix = key[: -len("._quantized_cdf")]
         cdf, lengths = tensors.pop(key), tensors[f"{prefix}._cdf_length"].reshape(-1).tolist()
-        tensors[prefix + _PACKED] = _concat([row[:n] for row, n in zip(cdf, lengths)])
-
-
-def _concat(rows):
-    if rows and hasattr(rows[0], "numpy"):
-        import torch
-
-        return torch.cat(rows).contiguous()
-    import numpy as np
-
-    return np.concatenate(rows)
+        tensors[prefix + _PACKED] = torch.cat([row[:n] for row, n in zip(cdf, lengths)]).contiguous()
 
 
 def unpack_tables(tensors: dict) -> None:
