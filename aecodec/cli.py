@@ -9,6 +9,7 @@ import sys
 
 from .codec.config import EFFORT_STEPS, MAX_EFFORT, QUALITIES
 from .errors import AecError
+from .train.config import CALIBRATION_IMAGES
 
 EXAMPLES = """examples:
   aecodec compress photo.png                 # writes photo.aec (quality 4)
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or 'auto' (default): chosen on validation images")
     e.add_argument("--data", help="training folder whose validation images calibrate the integer entropy networks "
                    "and choose k (default: the run's)")
-    e.add_argument("--k-images", type=_positive_int, default=12,  # train.export.CALIBRATION_IMAGES
+    e.add_argument("--k-images", type=_positive_int, default=CALIBRATION_IMAGES,
                    help="validation images used to calibrate and to choose k")
     e.add_argument("--register", action="store_true",
                    help="also record name, file and SHA-256 in manifest.json beside the output")

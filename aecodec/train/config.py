@@ -12,6 +12,7 @@ from ..errors import AecError
 # The long run's home: outside the repository, survives between sessions on the same machine.
 RUNS_DIR = Path(os.environ.get("AECODEC_RUNS", Path.home() / ".cache" / "aecodec" / "runs"))
 DATA_ENV = "AECODEC_TRAIN_DATA"  # the training folder when --data is not given
+CALIBRATION_IMAGES = 12  # validation images calibrating integer networks: a new run, `export --k-images`
 
 
 def parse_integer_bits(text: str) -> tuple[int, int] | None:

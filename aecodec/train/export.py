@@ -17,7 +17,6 @@ from ..codec.weights import export_bytes
 from ..fileio import atomic_write_bytes
 from .evaluate import code_image, coding_engine
 
-CALIBRATION_IMAGES = 12  # validation images that calibrate the integer networks (export's --k-images)
 K_GRID = (32, 48, 64, 96, 128, 160, 192)
 K_TOLERANCE = 0.005
 

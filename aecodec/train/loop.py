@@ -28,7 +28,7 @@ from . import distributed
 from .checkpoint import (STATE_FILE, grown, initial_history, load_state, rank_generator, read_meta, save_state,
                          source_weights, training_totals)
 from .distributed import World
-from .config import RUNS_DIR, TrainConfig, parse_integer_bits
+from .config import CALIBRATION_IMAGES, RUNS_DIR, TrainConfig, parse_integer_bits
 from .data import CropSampler, split
 from .grow import widen, widened
 from .latent_cache import LatentCache, keep, step_inputs
@@ -103,7 +103,7 @@ def calibrated(model: AecModel, bits: tuple[int, int], data: str) -> AecModel:
     """The model with integer entropy networks of these bits, calibrated on validation images."""
     from .data import validation_set
     from .evaluate import coding_copy
-    from .export import CALIBRATION_IMAGES, integer_exponents
+    from .export import integer_exponents
 
     if not model.family.integer_networks:
         raise AecError(f"the {model.family.name} family has no integer entropy networks")
