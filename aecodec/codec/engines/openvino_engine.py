@@ -21,6 +21,8 @@ decodability: the entropy parameters are the float64 coder's, as in every engine
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import numpy_ops as ops
@@ -52,6 +54,7 @@ def subpixel_weights(w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.nd
 _DIMS = "<dim>-1</dim>" * 4
 
 
+@functools.cache  # the text only: each node is parsed from it anew
 def _precise_ir(op_type: str, arity: int) -> bytes:
     port = lambda i: f'<port id="{i}" precision="FP32">{_DIMS}</port>'  # noqa: E731
     params = "".join(f'<layer id="{i}" name="x{i}" type="Parameter" version="opset1"><data shape="?,?,?,?" '

@@ -201,7 +201,7 @@ def rows_for(tables, indexes: np.ndarray) -> tuple[list, list, list]:
     """The tables' first rows, up to the largest of `indexes`: all a coder call needs. The rANS
     coder converts every row it is given on every call (~0.14 us per entry), and the long rows of
     the largest scales are rarely used: kodim23 at q4 reaches row 187 of 256, 14k of the 105k
-    entries (a call with the whole 256-entry table took ~10 ms more)."""
+    entries (its entropy decode, three such calls, ~3.7 ms faster: docs/performance.md)."""
     if indexes.size == 0:
         return tables
     top = int(indexes.max()) + 1
