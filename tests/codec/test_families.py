@@ -218,6 +218,34 @@ def test_a_scale_only_model_grows_into_a_checkerboard_one_through_mean_scale(tmp
         families.lineage("checkerboard", "hyperprior")
 
 
+@pytest.mark.parametrize("model", ["aec-cb-128-192-r10", "aec-cb-128-192-r11"])  # 64 and 256 scales
+def test_scale_indexes_are_the_binary_searchs(model, monkeypatch):
+    """The logarithm's shortcut gives np.searchsorted's indexes for every scale: the entries
+    themselves, their float neighbours, midpoints, scales beyond both ends, NaN; and a table
+    that is not log-spaced takes the search."""
+    from aecodec.codec.families.base import ScaleIndex
+
+    table = Weights.shipped(model).tensors["gaussian_conditional.scale_table"]  # float32
+    entries = table[:-1].astype(np.float64)
+    rng = np.random.default_rng(table.size)
+    scales = np.concatenate([entries, np.nextafter(entries, 0), np.nextafter(entries, np.inf),
+                             np.sqrt(entries[1:] * entries[:-1]), [0.01, 1e-300, 1e6, np.inf],
+                             np.exp(rng.uniform(np.log(0.05), np.log(400), 200_000))])
+    index = ScaleIndex(table)
+    assert index.log_spaced
+    search = np.searchsorted
+    for s, searched in ((scales, False), (scales[-200_000:][::-1].reshape(4, -1)[:, ::3], False),
+                        (np.append(scales, np.nan), True)):
+        want, calls = search(entries, s, side="left"), []
+        monkeypatch.setattr(np, "searchsorted", lambda *a, **k: calls.append(1) or search(*a, **k))
+        assert np.array_equal(index(s), want)
+        monkeypatch.setattr(np, "searchsorted", search)
+        assert bool(calls) == searched  # the shortcut served every real scale; a NaN took the search
+    uneven = np.concatenate([table[:10], table[12:]])  # an entry missing: not log-spaced
+    assert not ScaleIndex(uneven).log_spaced
+    assert np.array_equal(ScaleIndex(uneven)(scales), np.searchsorted(uneven[:-1].astype(np.float64), scales, side="left"))
+
+
 def test_configs_of_the_first_format_name_their_family_by_flags():
     """Shipped weights record means/context flags; their configs keep that form (and digests)."""
     for flags, name in (({}, "hyperprior"), ({"means": True}, "mean-scale"),

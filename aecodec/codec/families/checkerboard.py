@@ -34,7 +34,7 @@ def anchors(h: int, w: int) -> np.ndarray:
 class Context64:
     """layers.CheckerboardContext in float64, evaluated at the non-anchor positions only."""
 
-    CHUNK = 2048  # positions per block: the gathered taps of a block take ~38 MB for M = 192
+    CHUNK = 2048  # positions per block: the gathered taps of a block take ~19 MB for M = 192
 
     def __init__(self, tensors: dict[str, np.ndarray], M: int):
         f64 = np.float64
@@ -51,26 +51,27 @@ class Context64:
         parameters (2M, P), P in row-major order of the non-anchor positions."""
         M, h, w = y_hat.shape
         width = w + 4
-        ya = np.zeros((M, h + 4, width))
+        ya = np.zeros((M, h + 4, width), np.float32)  # y_hat's integers are exact in float32
         ya[:, 2:-2, 2:-2] = np.where(is_anchor, y_hat, 0)
         flat = ya.reshape(M, -1)
-        offsets = np.array([dy * width + dx for dy, dx in TAPS])
+        offsets = [dy * width + dx for dy, dx in TAPS]
         iy, ix = np.nonzero(~is_anchor)
         base = params[:, iy, ix]
         out = np.empty_like(base)
         for a in range(0, iy.size, self.CHUNK):
             at = (iy[a:a + self.CHUNK] + 2) * width + ix[a:a + self.CHUNK] + 2
-            # one gather of every tap of the block, (M, taps, P) -> the (taps * M, P) the weights read
-            cols = np.take(flat, (offsets[:, None] + at).ravel(), axis=1).reshape(M, len(TAPS), -1)
-            cols = cols.transpose(1, 0, 2).reshape(len(TAPS) * M, -1)
-            out[:, a:a + self.CHUNK] = self.corrected(base[:, a:a + self.CHUNK], cols)
+            # each tap's gather lands where the weights read it: (taps, M, P) is the (taps * M, P) matrix
+            cols = np.empty((len(TAPS), M, at.size), np.float32)
+            for t, offset in enumerate(offsets):
+                np.take(flat, at + offset, axis=1, out=cols[t], mode="clip")  # in range: unbuffered
+            out[:, a:a + self.CHUNK] = self.corrected(base[:, a:a + self.CHUNK], cols.reshape(len(TAPS) * M, -1))
         return out
 
     def corrected(self, base: np.ndarray, cols: np.ndarray, peaks: list | None = None) -> np.ndarray:
         """h_s's parameters (2M, n) and the anchor taps (taps * M, n) of n positions -> their
         corrected parameters. peaks: per 1x1 layer, the largest |input| seen so far (updated:
         calibration of the integer network)."""
-        x = np.concatenate([base, self.ctx_w @ cols + self.ctx_b], axis=0)
+        x = np.concatenate([base, self.ctx_w @ cols.astype(np.float64) + self.ctx_b], axis=0)
         for i, (wm, b) in enumerate(self.ep):
             if peaks is not None:
                 peaks[i] = max(peaks[i], float(np.max(np.abs(x), initial=0.0)))
@@ -134,8 +135,8 @@ class IntegerContext(Context64):
         |weight x tap| is below 2^24 (then every product and partial sum is an integer float32
         holds, in any order), which the small integers of y_hat nearly always allow; else float64."""
         if cols.size and float(self.ctx_peak @ np.abs(cols).max(axis=1)) < 2 ** 24:
-            return (self.ctx_w32 @ cols.astype(np.float32)).astype(np.float64) + self.ctx_b
-        return self.ctx_w @ cols + self.ctx_b
+            return (self.ctx_w32 @ cols.astype(np.float32, copy=False)).astype(np.float64) + self.ctx_b
+        return self.ctx_w @ cols.astype(np.float64) + self.ctx_b
 
     def exponents(self) -> list[int]:
         """Calibration: the exponents that fit the peaks seen (the first input signed)."""
@@ -165,16 +166,16 @@ class CheckerboardCoder(EntropyCoder):
         y_hat = np.zeros((M, h, w), np.float32)
         ix_a, m_a = self.indexes_means(params[:, is_anchor])
         list_a = ix_a.ravel().tolist()
-        sym_a = np.asarray(decoder.decode_stream(list_a, *rows_for(self.y_tables, ix_a)), np.int32)
-        y_hat[:, is_anchor] = sym_a.reshape(ix_a.shape) + m_a
+        sym_a = decoder.decode_stream(list_a, *rows_for(self.y_tables, ix_a))
+        y_hat[:, is_anchor] = np.asarray(sym_a, np.int32).reshape(ix_a.shape) + m_a
         check_range(y_hat)
         ix_n, m_n = self.indexes_means(self.context.correct(params, y_hat, is_anchor))
         list_n = ix_n.ravel().tolist()
-        sym_n = np.asarray(decoder.decode_stream(list_n, *rows_for(self.y_tables, ix_n)), np.int32)
-        y_hat[:, ~is_anchor] = sym_n.reshape(ix_n.shape) + m_n
+        sym_n = decoder.decode_stream(list_n, *rows_for(self.y_tables, ix_n))
+        y_hat[:, ~is_anchor] = np.asarray(sym_n, np.int32).reshape(ix_n.shape) + m_n
         check_range(y_hat)
         both = np.concatenate([ix_a.ravel(), ix_n.ravel()])
-        if encode_symbols(np.concatenate([sym_a, sym_n]), both, self.y_tables, list_a + list_n) != y_bytes:
+        if encode_symbols(sym_a + sym_n, both, self.y_tables, list_a + list_n) != y_bytes:
             raise ValueError("latent stream does not decode cleanly")
         return y_hat
 
