@@ -121,6 +121,27 @@ def test_files_cross_the_numpy_and_openvino_engines(kodak_crop, precision):
                 assert psnr(img, b) > psnr(img, a) - BF16_MAX_DB_LOSS
 
 
+def test_each_transform_compiles_when_first_used_and_auto_falls_back_on_a_failure(kodak_crop, monkeypatch):
+    pytest.importorskip("openvino")
+    weights = engines.Weights.from_bytes(_shipped_bytes())  # engines of its own
+    monkeypatch.setattr(engines, "cpu_engine", lambda *a: "openvino")  # a machine and job that choose it
+    engine = engines.for_device("auto", model=weights, decoding=True)
+    assert engine.kind == "openvino" and list(engine.segments) == ["g_s"]  # a decode compiles g_s only
+    data = coder.encode(np.asarray(kodak_crop.resize((128, 64))), "RGB", 4, engine=engine)
+    assert sorted(engine.segments) == ["g_a", "g_s"]  # then g_a, when an encode first needs it
+
+    broken = engines.Weights.from_bytes(_shipped_bytes())
+    engine = engines.create("openvino", broken)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("no kernel for this node")
+
+    monkeypatch.setattr(engine._core, "compile_model", fail)
+    assert engines.for_device("auto", model=broken, decoding=True).kind == "numpy"  # compiled up front
+    with pytest.raises(AecError, match="OpenVINO could not compile g_s: no kernel"):  # one line, later
+        coder.decode(data, engine=engine)
+
+
 def test_openvino_through_the_environment(kodak_crop, monkeypatch):
     pytest.importorskip("openvino")
     monkeypatch.setenv(engines.ENGINE_ENV, "openvino")

@@ -88,7 +88,9 @@ def for_device(device=None, effort: int = 0, model: str | Weights | None = None,
         if kind == "numpy" or os.environ.get(ENGINE_ENV):  # a forced engine's errors are the user's to see
             return create(kind, model)
         try:
-            return create(kind, model)
+            engine = create(kind, model)
+            engine.prepare("g_s" if decoding else "g_a")
+            return engine
         except (AecError, ImportError, OSError, RuntimeError):  # a broken optional install: numpy still codes
             return create("numpy", model)
     return create("torch", model, device=dev, **({"viewer": create("numpy", model)} if dev == "cpu" else {}))

@@ -36,6 +36,10 @@ class Engine:
         self.channels = weights.config.M
         self.coder = weights.coder()
 
+    def prepare(self, *transforms: str) -> None:
+        """Build these transforms ("g_a", "g_s") ahead of their first use, where an engine builds
+        them lazily: their failures then surface here (the CPU engine's choice falls back on them)."""
+
     def session(self):
         """A context to run one coding in (locks, inference mode); calls may nest."""
         return contextlib.nullcontext()

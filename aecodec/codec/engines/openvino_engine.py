@@ -22,16 +22,34 @@ decodability: the entropy parameters are the float64 coder's, as in every engine
 from __future__ import annotations
 
 import functools
+import sys
+import threading
 
 import numpy as np
 
+from ...errors import AecError
 from .. import numpy_ops as ops
 from .numpy_engine import NumpyEngine
 
 PRECISIONS = ("bf16", "f32")
 
 
+def import_openvino():
+    """`import openvino`, without its usage telemetry. On import OpenVINO sends an event from a
+    thread that forks a process (openvino_telemetry, through multiprocessing), and a fork while
+    numpy's BLAS works in other threads can hang the whole process in OpenBLAS's pre-fork handler:
+    seen here as an `aecodec decompress` that never returned, once its entropy decoding ran
+    during that fork. With openvino_telemetry unimportable, OpenVINO uses its own stub (a user
+    who imported either package first keeps it as it is)."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
 def _const(a):
+    import_openvino()
     import openvino.opset13 as op
 
     return op.constant(np.ascontiguousarray(a, dtype=np.float32))
@@ -72,7 +90,7 @@ def _precise_ir(op_type: str, arity: int) -> bytes:
 def precise(core, name: str, op_type: str, *inputs):
     """An elementwise node (Sqrt, Multiply, Divide) on `inputs`, named `name`, kept in float32 when
     the model is compiled for bf16."""
-    import openvino as ov
+    ov = import_openvino()
 
     template = core.read_model(_precise_ir(op_type, len(inputs)), ov.Tensor(np.zeros(0, np.uint8)))
     node = next(n for n in template.get_ordered_ops() if n.get_type_name() == op_type)
@@ -87,7 +105,7 @@ def precise(core, name: str, op_type: str, *inputs):
 def build(layers, tensors: dict, prefix: str, channels_in: int, start: int = 0, core=None):
     """A spec's layer list (from layer `start` of the transform) as an OpenVINO model on
     (1, C, H, W) float32 of any H, W."""
-    import openvino as ov
+    ov = import_openvino()
     import openvino.opset13 as op
 
     core = core or ov.Core()
@@ -142,7 +160,7 @@ def bf16_capable() -> bool:
 
     if devices.cpu_flags():
         return devices.native_bf16()
-    import openvino as ov
+    ov = import_openvino()
 
     return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT") == ov.Type.bf16
 
@@ -154,7 +172,7 @@ class OpenVinoEngine(NumpyEngine):
     def __init__(self, weights, device=None, precision: str = "bf16"):
         """precision: "bf16" (the default; float32 on CPUs without bf16 instructions) or "f32"."""
         super().__init__(weights, device)
-        import openvino as ov
+        ov = import_openvino()
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -165,20 +183,47 @@ class OpenVinoEngine(NumpyEngine):
         tensors, layers = weights.tensors, weights.config.layers()
         self.shift = 0.5 if self.precision == "bf16" else 0.0  # g_s's output centred on zero
         last = f"g_s.{len(layers['g_s']) - 1}.bias"
-        tensors = {**tensors, last: tensors[last].astype(np.float32) - self.shift}
+        # Each transform is compiled when first used (`prepare`): a decode needs only g_s, an
+        # encode only g_a (~0.07 and ~0.1 s of a one-shot call's start-up). Until then the engine
+        # keeps what it is built from.
+        self._sources = {name: ({k: v for k, v in tensors.items() if k.startswith(f"{name}.")}, layers[name], channels)
+                         for name, channels in (("g_a", 3), ("g_s", weights.config.M))}
+        self._sources["g_s"][0][last] = tensors[last].astype(np.float32) - self.shift
+        self._core, self._config = core, config
+        self._build_lock = threading.Lock()
         self.segments = {}
-        for name, c in (("g_a", 3), ("g_s", weights.config.M)):
-            self.segments[name] = []
-            for start, stop, f32 in _segments(layers[name], self.precision == "bf16" and name == "g_a"):
-                model = build(layers[name][start:stop], tensors, name, c, start, core)
-                precision = {**config, "INFERENCE_PRECISION_HINT": "f32" if f32 else self.precision}
-                self.segments[name].append(core.compile_model(model, "CPU", precision))
-                c = next((l.cout for l in reversed(layers[name][start:stop]) if l.has_weights), c)
+
+    def prepare(self, *transforms: str) -> None:
+        for name in transforms:
+            self._compiled(name)
+
+    def _compiled(self, name: str) -> list:
+        """The transform's compiled segments, compiled on first use (once, whichever thread asks)."""
+        segments = self.segments.get(name)
+        if segments is None:
+            with self._build_lock:
+                if name not in self.segments:
+                    try:
+                        self.segments[name] = self._compile(*self._sources[name], name)
+                    except RuntimeError as e:  # OpenVINO's own failures
+                        raise AecError(f"OpenVINO could not compile {name}: {e}") from None
+                    del self._sources[name]
+                segments = self.segments[name]
+        return segments
+
+    def _compile(self, tensors: dict, layers, c: int, name: str) -> list:
+        segments = []
+        for start, stop, f32 in _segments(layers, self.precision == "bf16" and name == "g_a"):
+            model = build(layers[start:stop], tensors, name, c, start, self._core)
+            precision = {**self._config, "INFERENCE_PRECISION_HINT": "f32" if f32 else self.precision}
+            segments.append(self._core.compile_model(model, "CPU", precision))
+            c = next((l.cout for l in reversed(layers[start:stop]) if l.has_weights), c)
+        return segments
 
     def _run(self, name: str, x: np.ndarray) -> np.ndarray:
         """(H, W, C) float32 -> the transform's (H', W', C') float32."""
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
-        for compiled in self.segments[name]:
+        for compiled in self._compiled(name):
             x = compiled.create_infer_request().infer({0: x})[0]  # one request per call: calls may run in parallel
         return np.ascontiguousarray(x[0].transpose(1, 2, 0))
 
