@@ -2,6 +2,7 @@
 convolution, its files decode to the same latents as every engine's, its float32 pixels agree with
 the numpy engine's and its bf16 pixels stay within the stated tolerance; without openvino it is a
 clear error; device "auto" chooses it per machine and job, and falls back to numpy."""
+import subprocess
 import sys
 
 import numpy as np
@@ -140,6 +141,19 @@ def test_each_transform_compiles_when_first_used_and_auto_falls_back_on_a_failur
     assert engines.for_device("auto", model=broken, decoding=True).kind == "numpy"  # compiled up front
     with pytest.raises(AecError, match="OpenVINO could not compile g_s: no kernel"):  # one line, later
         coder.decode(data, engine=engine)
+
+
+def test_openvino_is_imported_without_its_forking_telemetry():
+    """OpenVINO's import-time telemetry forks a process from a thread; a fork while numpy's BLAS
+    runs in the codec's threads hung a decompress (docs/performance.md). A fresh process, as a
+    CLI call is: building the engine leaves OpenVINO on its telemetry stub."""
+    pytest.importorskip("openvino")
+    code = ("import sys; from aecodec.codec import engines; engines.create('openvino').prepare('g_s'); "
+            "import openvino.tools.ovc.telemetry_utils as t; "
+            "print(sys.modules['openvino_telemetry'], t.tm.__name__, 'multiprocessing' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "openvino.tools.ovc.telemetry_stub", "False"]
 
 
 def test_openvino_through_the_environment(kodak_crop, monkeypatch):
