@@ -138,8 +138,8 @@ class ScaleIndex:
             return np.searchsorted(entries, scales, side="left")
         with np.errstate(invalid="ignore", divide="ignore"):
             guess = np.ceil((np.log(scales) - self.origin) / self.step)
-            index = np.clip(guess, 0, n).astype(np.intp)  # a NaN casts to anything: the check catches it
-        np.clip(index, 0, n, out=index)
+            index = np.clip(guess, 0, n).astype(np.intp)  # clipped first: +-inf become 0 or n
+        np.clip(index, 0, n, out=index)  # a NaN casts to anything: in range here, the check catches it
         index -= (index > 0) & (entries[np.maximum(index - 1, 0)] >= scales)
         index += (index < n) & (entries[np.minimum(index, n - 1)] < scales)
         exact = (((index == 0) | (entries[np.maximum(index - 1, 0)] < scales))
