@@ -8,7 +8,7 @@ import torch
 
 from aecodec.codec import engines, families
 from aecodec.codec.config import PAD
-from aecodec.codec.families.checkerboard import TAPS, anchors
+from aecodec.codec.families.checkerboard import TAPS, anchors, place, positions
 from aecodec.codec.model import AecModel
 from aecodec.codec.spec import ModelConfig
 from aecodec.codec.weights import Weights, export_bytes
@@ -48,6 +48,19 @@ def test_masks_agree_and_taps_are_the_anchors(ctx_model):
     assert np.array_equal(anchors(5, 6), ctx_model.context.mask(5, 6)[0, 0].numpy().astype(bool))
     assert anchors(1, 1)[0, 0] and not anchors(1, 2)[0, 1]
     assert len(TAPS) == 12  # the 5x5 neighbours of a non-anchor that are anchors
+
+
+@pytest.mark.parametrize("h,w", [(5, 6), (4, 8), (3, 7), (1, 1), (2, 2)])
+def test_anchor_positions_are_the_masks_in_order(h, w):
+    """`positions` / `place` (strided copies for even widths) are the boolean mask's gather and
+    scatter, in the streams' order."""
+    a = np.random.default_rng(0).normal(size=(3, h, w))
+    for anchor in (True, False):
+        where = anchors(h, w) if anchor else ~anchors(h, w)
+        assert np.array_equal(positions(a, anchor), a[:, where])
+        b = np.zeros_like(a)
+        place(b, a[:, where], anchor)
+        assert np.array_equal(b, np.where(where, a, 0))
 
 
 def assert_codes_exactly_in_both_engines(model, y_hat, z, z_shape):

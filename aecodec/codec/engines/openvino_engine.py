@@ -8,8 +8,9 @@ rewrite: each 5x5 stride-2 transposed convolution runs as its sub-pixel equivale
 convolution to 4x the channels followed by depth-to-space (the same polyphase weights as the numpy
 engine's; exactly the same function), which is what OpenVINO's CPU kernels run fast.
 
-bf16 where it costs least: g_a's layers that the spec marks `f32` (the first, on the image, and
-the last, y, which the gate rounds) run in float32 segments of their own; g_s runs in bf16 whole
+bf16 where it costs least: g_a's convolutions that the spec marks `f32` (the first, on the image,
+and the last, y, which the gate rounds) are "precise" nodes, float32 inside the bf16 graph (as
+float32 segments of their own until 0.18.0, g_a took 2.8x as long); g_s runs in bf16 whole
 (a float32 segment for its last layer cost 0.09 s of 0.21 on kodim23), with its output centred on
 zero (bias - 0.5, then + 0.5 in float32), which halves bf16's rounding of the pixels: on Kodak
 quality 8 that took the loss against float32 from 0.024 to 0.010 dB. Inside bf16, each (I)GDN's
@@ -73,11 +74,12 @@ _DIMS = "<dim>-1</dim>" * 4
 
 
 @functools.cache  # the text only: each node is parsed from it anew
-def _precise_ir(op_type: str, arity: int) -> bytes:
+def _precise_ir(op_type: str, arity: int, data: str = "") -> bytes:
+    """data: the node's attributes, as IR's <data .../> element."""
     port = lambda i: f'<port id="{i}" precision="FP32">{_DIMS}</port>'  # noqa: E731
     params = "".join(f'<layer id="{i}" name="x{i}" type="Parameter" version="opset1"><data shape="?,?,?,?" '
                      f'element_type="f32"/><output>{port(0)}</output></layer>' for i in range(arity))
-    node = (f'<layer id="{arity}" name="node" type="{op_type}" version="opset1"><rt_info><attribute name="precise" '
+    node = (f'<layer id="{arity}" name="node" type="{op_type}" version="opset1">{data}<rt_info><attribute name="precise" '
             f'version="0"/></rt_info><input>{"".join(port(i) for i in range(arity))}</input>'
             f'<output>{port(arity)}</output></layer>')
     result = f'<layer id="{arity + 1}" name="y" type="Result" version="opset1"><input>{port(0)}</input></layer>'
@@ -87,12 +89,12 @@ def _precise_ir(op_type: str, arity: int) -> bytes:
             f'<edges>{edges}</edges></net>').encode()
 
 
-def precise(core, name: str, op_type: str, *inputs):
-    """An elementwise node (Sqrt, Multiply, Divide) on `inputs`, named `name`, kept in float32 when
-    the model is compiled for bf16."""
+def precise(core, name: str, op_type: str, *inputs, data: str = ""):
+    """A node (Sqrt, Multiply, Divide; Convolution with its attributes in `data`) on `inputs`, named
+    `name`, kept in float32 when the model is compiled for bf16."""
     ov = import_openvino()
 
-    template = core.read_model(_precise_ir(op_type, len(inputs)), ov.Tensor(np.zeros(0, np.uint8)))
+    template = core.read_model(_precise_ir(op_type, len(inputs), data), ov.Tensor(np.zeros(0, np.uint8)))
     node = next(n for n in template.get_ordered_ops() if n.get_type_name() == op_type)
     del template  # its Result goes: the node's only consumers are the graph's
     for i, x in enumerate(inputs):
@@ -102,9 +104,10 @@ def precise(core, name: str, op_type: str, *inputs):
     return node
 
 
-def build(layers, tensors: dict, prefix: str, channels_in: int, start: int = 0, core=None):
+def build(layers, tensors: dict, prefix: str, channels_in: int, start: int = 0, core=None, f32_layers: bool = False):
     """A spec's layer list (from layer `start` of the transform) as an OpenVINO model on
-    (1, C, H, W) float32 of any H, W."""
+    (1, C, H, W) float32 of any H, W. f32_layers: the convolutions the spec marks `f32` are
+    "precise" nodes, float32 under bf16."""
     ov = import_openvino()
     import openvino.opset13 as op
 
@@ -114,8 +117,13 @@ def build(layers, tensors: dict, prefix: str, channels_in: int, start: int = 0, 
     for i, layer in enumerate(layers, start):
         name = f"{prefix}.{i}"
         if layer.op == "conv":
-            p = layer.k // 2
-            h = op.convolution(h, _const(tensors[f"{name}.weight"]), [layer.s] * 2, [p, p], [p, p], [1, 1])
+            p, weight = layer.k // 2, _const(tensors[f"{name}.weight"])
+            if f32_layers and layer.f32:
+                h = precise(core, name, "Convolution", h, weight, data=(
+                    f'<data strides="{layer.s},{layer.s}" dilations="1,1" pads_begin="{p},{p}" pads_end="{p},{p}" '
+                    'auto_pad="explicit"/>'))
+            else:
+                h = op.convolution(h, weight, [layer.s] * 2, [p, p], [p, p], [1, 1])
             h = op.add(h, _const(tensors[f"{name}.bias"].reshape(1, -1, 1, 1)))
         elif layer.op == "deconv":
             w, b = subpixel_weights(tensors[f"{name}.weight"].astype(np.float32), tensors[f"{name}.bias"])
@@ -135,19 +143,6 @@ def build(layers, tensors: dict, prefix: str, channels_in: int, start: int = 0, 
         else:
             raise ValueError(f"{name}: the openvino engine has no {layer.op!r} layer")
     return ov.Model([h], [x], prefix)
-
-
-def _segments(layers, split: bool) -> list[tuple[int, int, bool]]:
-    """(start, stop, float32) runs of layers: the spec's `f32` layers apart when bf16 runs the rest."""
-    if not split:
-        return [(0, len(layers), False)]
-    runs = []
-    for i, layer in enumerate(layers):
-        if runs and runs[-1][2] == layer.f32:
-            runs[-1] = (runs[-1][0], i + 1, layer.f32)
-        else:
-            runs.append((i, i + 1, layer.f32))
-    return runs
 
 
 def bf16_capable() -> bool:
@@ -191,41 +186,35 @@ class OpenVinoEngine(NumpyEngine):
         self._sources["g_s"][0][last] = tensors[last].astype(np.float32) - self.shift
         self._core, self._config = core, config
         self._build_lock = threading.Lock()
-        self.segments = {}
+        self.compiled = {}
 
     def prepare(self, *transforms: str) -> None:
         for name in transforms:
             self._compiled(name)
 
-    def _compiled(self, name: str) -> list:
-        """The transform's compiled segments, compiled on first use (once, whichever thread asks)."""
-        segments = self.segments.get(name)
-        if segments is None:
+    def _compiled(self, name: str):
+        """The transform's compiled model, compiled on first use (once, whichever thread asks)."""
+        compiled = self.compiled.get(name)
+        if compiled is None:
             with self._build_lock:
-                if name not in self.segments:
+                if name not in self.compiled:
+                    tensors, layers, channels = self._sources[name]
                     try:
-                        self.segments[name] = self._compile(*self._sources[name], name)
+                        # g_a's `f32` layers (the image in, y out) in float32; not g_s's last: its pixels
+                        # came out further from the float32 engine's (docs/performance.md)
+                        model = build(layers, tensors, name, channels, core=self._core, f32_layers=name == "g_a")
+                        self.compiled[name] = self._core.compile_model(model, "CPU", self._config)
                     except RuntimeError as e:  # OpenVINO's own failures
                         raise AecError(f"OpenVINO could not compile {name}: {e}") from None
                     del self._sources[name]
-                segments = self.segments[name]
-        return segments
-
-    def _compile(self, tensors: dict, layers, c: int, name: str) -> list:
-        segments = []
-        for start, stop, f32 in _segments(layers, self.precision == "bf16" and name == "g_a"):
-            model = build(layers[start:stop], tensors, name, c, start, self._core)
-            precision = {**self._config, "INFERENCE_PRECISION_HINT": "f32" if f32 else self.precision}
-            segments.append(self._core.compile_model(model, "CPU", precision))
-            c = next((l.cout for l in reversed(layers[start:stop]) if l.has_weights), c)
-        return segments
+                compiled = self.compiled[name]
+        return compiled
 
     def _run(self, name: str, x: np.ndarray) -> np.ndarray:
         """(H, W, C) float32 -> the transform's (H', W', C') float32."""
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
-        for compiled in self._compiled(name):
-            x = compiled.create_infer_request().infer({0: x})[0]  # one request per call: calls may run in parallel
-        return np.ascontiguousarray(x[0].transpose(1, 2, 0))
+        y = self._compiled(name).create_infer_request().infer({0: x})[0]  # one request per call: calls may run in parallel
+        return np.ascontiguousarray(y[0].transpose(1, 2, 0))
 
     def g_a(self, x):
         return self._run("g_a", x)

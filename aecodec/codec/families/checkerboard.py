@@ -31,6 +31,35 @@ def anchors(h: int, w: int) -> np.ndarray:
     return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 0
 
 
+def positions(a: np.ndarray, anchor: bool) -> np.ndarray:
+    """a (C, h, w) at its anchors (or the other positions): (C, P), P in row-major order, as
+    a[:, anchors(h, w)] (or ~anchors). With w even (y's width always is: a multiple of 4) each row
+    holds w / 2 of them, every other column from its own parity: two strided copies instead of a
+    boolean gather (~10x faster)."""
+    C, h, w = a.shape
+    if w % 2:
+        where = anchors(h, w)
+        return a[:, where if anchor else ~where]
+    out = np.empty((C, h, w // 2), a.dtype)
+    first = 0 if anchor else 1  # the column of row 0's first one
+    out[:, 0::2] = a[:, 0::2, first::2]
+    out[:, 1::2] = a[:, 1::2, 1 - first::2]
+    return out.reshape(C, -1)
+
+
+def place(a: np.ndarray, values: np.ndarray, anchor: bool) -> None:
+    """a[:, anchors] = values (C, P) (or at the other positions): the inverse of `positions`."""
+    C, h, w = a.shape
+    if w % 2:
+        where = anchors(h, w)
+        a[:, where if anchor else ~where] = values
+        return
+    v = values.reshape(C, h, w // 2)
+    first = 0 if anchor else 1
+    a[:, 0::2, first::2] = v[:, 0::2]
+    a[:, 1::2, 1 - first::2] = v[:, 1::2]
+
+
 class Context64:
     """layers.CheckerboardContext in float64, evaluated at the non-anchor positions only."""
 
@@ -46,26 +75,32 @@ class Context64:
         self.ep = [(tensors[f"context.ep.{i}.weight"].astype(f64)[:, :, 0, 0],
                     tensors[f"context.ep.{i}.bias"].astype(f64)[:, None]) for i in (0, 2, 4)]
 
-    def correct(self, params: np.ndarray, y_hat: np.ndarray, is_anchor: np.ndarray) -> np.ndarray:
+    def blocks(self, params: np.ndarray, y_hat: np.ndarray, is_anchor: np.ndarray):
         """params (2M, h, w) from h_s, y_hat (M, h, w) whose anchors are decoded -> the non-anchors'
-        parameters (2M, P), P in row-major order of the non-anchor positions."""
+        parameters, P in row-major order of the non-anchor positions: (positions, (2M, n)) for
+        blocks of n positions in turn (a coder turns each into indexes while it is in the cache)."""
         M, h, w = y_hat.shape
         width = w + 4
         ya = np.zeros((M, h + 4, width), np.float32)  # y_hat's integers are exact in float32
-        ya[:, 2:-2, 2:-2] = np.where(is_anchor, y_hat, 0)
+        place(ya[:, 2:-2, 2:-2], positions(y_hat, anchor=True), anchor=True)  # the anchors only
         flat = ya.reshape(M, -1)
         offsets = [dy * width + dx for dy, dx in TAPS]
         iy, ix = np.nonzero(~is_anchor)
-        base = params[:, iy, ix]
-        out = np.empty_like(base)
+        base = positions(params, anchor=False)
         for a in range(0, iy.size, self.CHUNK):
             at = (iy[a:a + self.CHUNK] + 2) * width + ix[a:a + self.CHUNK] + 2
             # each tap's gather lands where the weights read it: (taps, M, P) is the (taps * M, P) matrix
             cols = np.empty((len(TAPS), M, at.size), np.float32)
             for t, offset in enumerate(offsets):
                 np.take(flat, at + offset, axis=1, out=cols[t], mode="clip")  # in range: unbuffered
-            out[:, a:a + self.CHUNK] = self.corrected(base[:, a:a + self.CHUNK], cols.reshape(len(TAPS) * M, -1))
-        return out
+            yield slice(a, a + at.size), self.corrected(base[:, a:a + self.CHUNK], cols.reshape(len(TAPS) * M, -1))
+
+    def correct(self, params: np.ndarray, y_hat: np.ndarray, is_anchor: np.ndarray) -> np.ndarray:
+        """The non-anchors' parameters (2M, P) at once (see `blocks`)."""
+        blocks = list(self.blocks(params, y_hat, is_anchor))
+        if not blocks:
+            return np.empty((params.shape[0], 0), params.dtype)
+        return np.concatenate([block for _, block in blocks], axis=1)
 
     def corrected(self, base: np.ndarray, cols: np.ndarray, peaks: list | None = None) -> np.ndarray:
         """h_s's parameters (2M, n) and the anchor taps (taps * M, n) of n positions -> their
@@ -150,12 +185,20 @@ class CheckerboardCoder(EntropyCoder):
         self.context = (Context64(tensors, config.M) if exps is None
                         else IntegerContext(tensors, config.M, exps, config.integer_bits_or_default))
 
+    def other_indexes_means(self, params: np.ndarray, y_hat: np.ndarray, is_anchor: np.ndarray):
+        """The non-anchors' (table indexes, integer means), each (M, P), from the context's blocks."""
+        P = int(np.count_nonzero(~is_anchor))
+        indexes, means = np.empty((self.M, P), np.int32), np.empty((self.M, P), np.float32)
+        for at, block in self.context.blocks(params, y_hat, is_anchor):
+            indexes[:, at], means[:, at] = self.indexes_means(block)
+        return indexes, means
+
     def encode_y(self, y_hat: np.ndarray, params: np.ndarray) -> bytes:
         is_anchor = anchors(*y_hat.shape[1:])
-        ix_a, m_a = self.indexes_means(params[:, is_anchor])
-        ix_n, m_n = self.indexes_means(self.context.correct(params, y_hat, is_anchor))
-        symbols = np.concatenate([y_symbols(y_hat[:, is_anchor], m_a).ravel(),
-                                  y_symbols(y_hat[:, ~is_anchor], m_n).ravel()])
+        ix_a, m_a = self.indexes_means(positions(params, anchor=True))
+        ix_n, m_n = self.other_indexes_means(params, y_hat, is_anchor)
+        symbols = np.concatenate([y_symbols(positions(y_hat, anchor=True), m_a).ravel(),
+                                  y_symbols(positions(y_hat, anchor=False), m_n).ravel()])
         return encode_symbols(symbols, np.concatenate([ix_a.ravel(), ix_n.ravel()]), self.y_tables)
 
     def decode_y(self, y_bytes: bytes, params: np.ndarray) -> np.ndarray:
@@ -164,15 +207,15 @@ class CheckerboardCoder(EntropyCoder):
         decoder = RansDecoder()
         decoder.set_stream(guard(y_bytes, M * h * w))
         y_hat = np.zeros((M, h, w), np.float32)
-        ix_a, m_a = self.indexes_means(params[:, is_anchor])
+        ix_a, m_a = self.indexes_means(positions(params, anchor=True))
         list_a = ix_a.ravel().tolist()
         sym_a = decoder.decode_stream(list_a, *rows_for(self.y_tables, ix_a))
-        y_hat[:, is_anchor] = np.asarray(sym_a, np.int32).reshape(ix_a.shape) + m_a
+        place(y_hat, np.asarray(sym_a, np.int32).reshape(ix_a.shape) + m_a, anchor=True)
         check_range(y_hat)
-        ix_n, m_n = self.indexes_means(self.context.correct(params, y_hat, is_anchor))
+        ix_n, m_n = self.other_indexes_means(params, y_hat, is_anchor)
         list_n = ix_n.ravel().tolist()
         sym_n = decoder.decode_stream(list_n, *rows_for(self.y_tables, ix_n))
-        y_hat[:, ~is_anchor] = np.asarray(sym_n, np.int32).reshape(ix_n.shape) + m_n
+        place(y_hat, np.asarray(sym_n, np.int32).reshape(ix_n.shape) + m_n, anchor=False)
         check_range(y_hat)
         both = np.concatenate([ix_a.ravel(), ix_n.ravel()])
         if encode_symbols(sym_a + sym_n, both, self.y_tables, list_a + list_n) != y_bytes:
