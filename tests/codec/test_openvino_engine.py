@@ -47,7 +47,8 @@ def test_without_openvino_it_is_a_clear_error_and_auto_falls_back_to_numpy(monke
     (True, True, None, None, False, "openvino"),            # a long job on a bf16 machine
     (True, True, None, 1024 * 768, True, "openvino"),       # decoding a 0.8 Mpx file repays its start-up
     (True, True, None, 768 * 512, True, "numpy"),           # a Kodak-sized one does not
-    (True, True, None, 1536 * 1024, False, "numpy"),        # nor encoding 1.6 Mpx
+    (True, True, None, 768 * 512, False, "openvino"),       # encoding it does
+    (True, True, None, 512 * 384, False, "numpy"),          # not a 0.2 Mpx one
     (True, True, None, 24 * 768 * 512, False, "openvino"),  # a batch of 24 Kodak images does
     (False, True, None, None, False, "numpy"),              # no native bf16: OpenVINO's f32 gains little
     (True, False, None, None, False, "numpy"),              # not installed
