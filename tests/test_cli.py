@@ -1,4 +1,5 @@
 """End-to-end CLI tests on a Kodak crop: round trips, exit codes, overwrite safety, stdin/stdout."""
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,13 @@ def test_stdin_stdout_subprocess(crop_png, tmp_path):
     dec = subprocess.run(cmd + ["decompress", "-", "-o", "-"], input=enc.stdout, capture_output=True, timeout=300)
     assert dec.returncode == 0, dec.stderr
     assert dec.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+    # one-shot commands end without the interpreter's teardown (cli.run): nothing may be lost
+    piped = Image.open(io.BytesIO(dec.stdout))
+    piped.load()
+    assert piped.size == Image.open(crop_png).size
+    to_file = subprocess.run(cmd + ["decompress", "-", "-o", str(tmp_path / "y.png")], input=enc.stdout,
+                             capture_output=True, timeout=300)
+    assert to_file.returncode == 0 and (tmp_path / "y.png").read_bytes() == dec.stdout
     bad = subprocess.run(cmd + ["decompress", "-", "-o", str(tmp_path / "z.png")], input=enc.stdout[:-3],
                          capture_output=True, timeout=300)
     assert bad.returncode == 1
