@@ -1,2 +1,2 @@
 """The package version (one place: aecodec/__init__.py and the release table read it)."""
-__version__ = "0.17.0"
+__version__ = "0.17.1"

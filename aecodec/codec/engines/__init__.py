@@ -27,7 +27,7 @@ from .devices import device_name, native_bf16, resolve_device  # noqa: F401 (re-
 ENGINE_ENV = "AECODEC_ENGINE"  # forces the CPU engine for device "auto" (numpy, openvino)
 # Below these pixel counts a job runs faster on the numpy engine than OpenVINO's start-up (import
 # and graph compilation, ~0.15-0.3 s once per process) repays; the break-even of one-shot CLI calls
-# on a 2-core Zen 4 (docs/performance.md, "Which engine codes a CPU job"; 0.18.0's g_a): decoding
+# on a 2-core Zen 4 (docs/performance.md, "Which engine codes a CPU job"; 0.17.1's g_a): decoding
 # ~0.6 Mpx, encoding ~0.2-0.4 Mpx (g_s's first inference costs OpenVINO more than g_a's).
 FAST_CPU_MIN_PIXELS = {"encode": 300_000, "decode": 600_000}
 _engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # weights -> {(kind, device, options): engine}

@@ -10,7 +10,7 @@ engine's; exactly the same function), which is what OpenVINO's CPU kernels run f
 
 bf16 where it costs least: g_a's convolutions that the spec marks `f32` (the first, on the image,
 and the last, y, which the gate rounds) are "precise" nodes, float32 inside the bf16 graph (as
-float32 segments of their own until 0.18.0, g_a took 2.8x as long); g_s runs in bf16 whole
+float32 segments of their own until 0.17.1, g_a took 2.8x as long); g_s runs in bf16 whole
 (a float32 segment for its last layer cost 0.09 s of 0.21 on kodim23), with its output centred on
 zero (bias - 0.5, then + 0.5 in float32), which halves bf16's rounding of the pixels: on Kodak
 quality 8 that took the loss against float32 from 0.024 to 0.010 dB. Inside bf16, each (I)GDN's

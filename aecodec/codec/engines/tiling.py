@@ -18,7 +18,7 @@ TILE_S = 768 // Y_STRIDE  # latents per synthesis tile side (768 pixels: g_s has
 # Latents of context on each side (32 pixels): all that g_a and g_s can see. Four 5x5 stride-2
 # layers reach 30 pixels (g_a) or 1 + 1/2 + 1/4 + 1/8 latents (g_s) from a position: within 2
 # latents either way (tests/codec/test_tiling.py measures it on each shipped model). 4 until
-# 0.18.0: the same pixels, ~12 % more work for the synthesis of a large image.
+# 0.17.1: the same pixels, ~12 % more work for the synthesis of a large image.
 HALO = 2
 
 
