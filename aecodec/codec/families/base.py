@@ -29,6 +29,8 @@ class EntropyCoder:
     """Latents <-> rANS byte streams for a model's weights (numpy tensors) and config. This base
     codes y in one pass, every symbol from the hyperprior's parameters alone."""
 
+    CHUNK = 1 << 16  # latents per block of indexes_means: its float64 temporaries stay in the cache
+
     def __init__(self, tensors: dict[str, np.ndarray], config):
         self.N, self.M = config.N, config.M
         self.means = not config.family_impl.scales_only
@@ -50,8 +52,6 @@ class EntropyCoder:
         """z_hat (N, h, w) -> (table indexes (M, 4h, 4w) int32, integer means or None), from the
         hyperprior alone."""
         return self.indexes_means(self.hyper_parameters(z_hat))
-
-    CHUNK = 1 << 16  # latents per block of indexes_means: its float64 temporaries stay in the cache
 
     def indexes_means(self, params: np.ndarray, M: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """(M or 2M, ...) parameters -> (table indexes int32, integer means float32 or None); M: the
