@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from aecodec.bench.metrics import psnr
 from aecodec.codec import bitstream, coder, engines, numpy_ops
 from aecodec.codec.zoo import shipped_models
 
@@ -75,3 +76,24 @@ def test_on_the_same_machine_every_engine_codes_the_same_bytes_and_pixels(name):
         data = coder.encode(rgb, "RGB", float(quality[1:]), engine=engine)
         assert _sha(data) == want[f"{kind}_encode"], kind
         assert _sha(coder.decode((DATA / name).read_bytes(), engine=engine)[0]) == want[f"{kind}_pixels"], kind
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_openvino_engine_decodes_every_shipped_models_files_within_its_tolerance(name):
+    """bf16 (or float32 where the CPU has no bf16) g_s: the same latents, pixels within the
+    tolerance docs/performance.md states against the float32 engine (test_openvino_engine.py)."""
+    pytest.importorskip("openvino")
+    from test_openvino_engine import BF16_MAX_DB_LOSS, BF16_MAX_DIFFERING, BF16_MAX_LEVELS
+
+    data = (DATA / name).read_bytes()
+    header, z_bytes, y_bytes = bitstream.parse(data)
+    shape = (-(-header.height // 64), -(-header.width // 64))
+    numpy_engine, ov = _engine("numpy", header.model), _engine("openvino", header.model)
+    y_hat = ov.decode_latents(y_bytes, z_bytes, shape)
+    assert _sha(np.ascontiguousarray(ov.to_chw(y_hat).transpose(1, 2, 0)).tobytes()) == GOLDEN["files"][name]["latents"]
+    reference, pixels = coder.decode(data, engine=numpy_engine)[0], coder.decode(data, engine=ov)[0]
+    diff = np.abs(pixels.astype(int) - reference)
+    assert diff.max() <= BF16_MAX_LEVELS and (diff > 0).mean() < BF16_MAX_DIFFERING
+    model, crop, _ = name.removesuffix(".aec").rsplit("-", 2)
+    rgb = _crop(GOLDEN["crops_of_kodim23"][crop])
+    assert psnr(rgb, pixels) > psnr(rgb, reference) - BF16_MAX_DB_LOSS
