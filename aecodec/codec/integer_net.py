@@ -54,7 +54,7 @@ BIAS_LIMIT = 2.0 ** 40  # |integer bias|: with |sum of products| < 2^37 every su
 def channel_exponents(w: np.ndarray, axis: int, bits: int = WEIGHT_BITS) -> np.ndarray:
     """Per output channel (along `axis`), the largest e with |rint(w * 2^e)| <= 2^(bits - 1)."""
     other = tuple(a for a in range(w.ndim) if a != axis)
-    peak = np.max(np.abs(w.astype(np.float64)), axis=other)
+    peak = np.abs(w).max(axis=other).astype(np.float64)  # |w|'s largest is exact in w's own dtype
     _, ex = np.frexp(peak)  # peak = m * 2^ex, 0.5 <= m < 1 (0 for an all-zero channel)
     return np.minimum(bits - 1 - ex, MAX_EXPONENT).astype(np.int64)
 
@@ -64,7 +64,8 @@ def integer_weights(w: np.ndarray, axis: int, bits: int = WEIGHT_BITS) -> tuple[
     e = channel_exponents(w, axis, bits)
     shape = [1] * w.ndim
     shape[axis] = -1
-    return np.rint(np.ldexp(w.astype(np.float64), e.reshape(shape))), e
+    out = w.astype(np.float64) * pow2(e).reshape(shape)  # exact, as ldexp is (2-3x faster on load)
+    return np.rint(out, out=out), e
 
 
 def activation_exponent(peak: float, signed: bool, bits: int = ACTIVATION_BITS) -> int:
